@@ -1,0 +1,243 @@
+"""Linear self-attention (LSA) models of setting 1 (spec ``linear.md``, "Model").
+
+Three parametrisations of one layer, one head, with a key-query matrix of
+rank at most r, padded to ``r_max`` columns and masked so that every rank shares
+one compiled program:
+
+``"full"``
+    f(E) = E + W^{PV} E (Eᵀ W^{KQ} E) / N,  ŷ = f(E)[d, N],
+    W^{KQ} = (A ∘ mask) Bᵀ with A, B ∈ R^{(d+1)×r_max}; W^{PV} ∈ R^{(d+1)×(d+1)}.
+``"block"``
+    W^{PV} = [[0, 0], [0, u]], W^{KQ} = [[W₁₁, 0], [0, 0]], W₁₁ = (A ∘ mask) Bᵀ,
+    A, B ∈ R^{d×r_max}; exactly ŷ = x_qᵀ Γ h with Γ = u W₁₁ᵀ.
+``"reduced"``
+    ŷ = x_qᵀ Γ h with Γ = (A ∘ mask) Bᵀ, h = (1/N) Σ_i y_i x_i.
+
+Parameters are a dict pytree ``{"weights": {...}, "rank_mask": (r_max,)}``; only
+``weights`` is trained, and the parametrisation is read from the weight names.
+Every model exposes :func:`effective_gamma`, the Γ of the reduced predictor it
+implements, to be compared with :func:`iclsim.linear.optimal_gamma`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from iclsim._validation import check_int
+
+__all__ = [
+    "PARAMETRIZATIONS",
+    "INITS",
+    "LSAConfig",
+    "init",
+    "apply",
+    "apply_full_reference",
+    "effective_gamma",
+    "parametrization_of",
+    "rank_mask",
+    "to_full",
+    "reduced_population_risk",
+]
+
+PARAMETRIZATIONS = ("full", "block", "reduced")
+INITS = ("random", "block")
+
+
+@dataclass(frozen=True)
+class LSAConfig:
+    """Static shape of an LSA model.
+
+    d : input dimension (>= 1); r_max : number of padded rank columns (>= 1);
+    parametrization : one of ``PARAMETRIZATIONS``; init : ``"random"`` (all
+    weights N(0, scale²)) or ``"block"`` (full LSA only: block-structured
+    weights, W^{PV} = e_d e_dᵀ and A, B random on the x-rows, zero on the y-row).
+    """
+
+    d: int
+    r_max: int
+    parametrization: str = "reduced"
+    init: str = "random"
+
+    def __post_init__(self):
+        check_int("d", self.d, 1)
+        check_int("r_max", self.r_max, 1)
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ValueError(
+                f"parametrization must be one of {PARAMETRIZATIONS}, got {self.parametrization!r}"
+            )
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.init == "block" and self.parametrization != "full":
+            raise ValueError(
+                "init='block' applies to parametrization='full' only "
+                "(the block and reduced parametrisations are block-structured already)"
+            )
+
+
+def rank_mask(rank, r_max: int):
+    """Float mask of length ``r_max`` with ones in the first ``rank`` entries (rank may be traced)."""
+    return (jnp.arange(r_max) < rank).astype(jnp.result_type(float))
+
+
+def init(key, config: LSAConfig, *, rank, scale=0.1):
+    """Initial parameters for ``config`` at the given (possibly traced) rank and scale.
+
+    Random init: every weight entry ~ N(0, scale²), except the block
+    parametrisation's scalar u, which starts at 1 (A and B carry the scale).
+    Block init (full LSA): W^{PV} = e_d e_dᵀ, A and B ~ N(0, scale²) on their
+    first d rows and 0 on the last (y) row, so the model starts in the block form
+    of the spec with Γ = (A Bᵀ)ᵀ restricted to x.
+    """
+    d, r = config.d, config.r_max
+    dtype = jnp.result_type(float)
+    k_pv, k_a, k_b = jax.random.split(key, 3)
+    mask = rank_mask(rank, r)
+    if config.parametrization == "full":
+        a = scale * jax.random.normal(k_a, (d + 1, r), dtype)
+        b = scale * jax.random.normal(k_b, (d + 1, r), dtype)
+        if config.init == "block":
+            w_pv = jnp.zeros((d + 1, d + 1), dtype).at[d, d].set(1.0)
+            a = a.at[d].set(0.0)
+            b = b.at[d].set(0.0)
+        else:
+            w_pv = scale * jax.random.normal(k_pv, (d + 1, d + 1), dtype)
+        weights = {"w_pv": w_pv, "a": a, "b": b}
+    else:
+        weights = {
+            "a": scale * jax.random.normal(k_a, (d, r), dtype),
+            "b": scale * jax.random.normal(k_b, (d, r), dtype),
+        }
+        if config.parametrization == "block":
+            weights["u"] = jnp.ones((), dtype)
+    # Padded columns start at exactly zero as well as being masked.
+    weights["a"] = weights["a"] * mask
+    weights["b"] = weights["b"] * mask
+    return {"weights": weights, "rank_mask": mask}
+
+
+def parametrization_of(params) -> str:
+    """``"full"``, ``"block"`` or ``"reduced"``, read from the weight names."""
+    w = params["weights"]
+    if "w_pv" in w:
+        return "full"
+    if "u" in w:
+        return "block"
+    return "reduced"
+
+
+def _low_rank(params):
+    w = params["weights"]
+    mask = jax.lax.stop_gradient(params["rank_mask"])
+    return (w["a"] * mask) @ w["b"].T
+
+
+def effective_gamma(params):
+    """Γ of the reduced predictor ``ŷ = x_qᵀ Γ h`` that the model implements.
+
+    reduced: Γ = (A∘m) Bᵀ.  block: Γ = u W₁₁ᵀ.  full: the coefficient of the part
+    of ŷ that is bilinear in (x_q, h),
+
+    .. math:: Γ = v_y K_{xx}ᵀ + K_{yx}ᵀ v_xᵀ,
+
+    with v = W^{PV}[d, :] = (v_x, v_y) and K = W^{KQ} split into its
+    x-block K_xx = K[:d, :d] and y-row K_yx = K[d, :d].  The full LSA's other
+    terms (not of the reduced form) vanish at block-structured weights.  The
+    spurious rank-1 minimum of the spec is ``v_y ≈ 0`` with Γ = K_yxᵀ v_xᵀ.
+    """
+    kind = parametrization_of(params)
+    w = params["weights"]
+    if kind == "reduced":
+        return _low_rank(params)
+    if kind == "block":
+        return w["u"] * _low_rank(params).T
+    d = w["w_pv"].shape[0] - 1
+    kq = _low_rank(params)
+    v = w["w_pv"][d]
+    return v[d] * kq[:d, :d].T + jnp.outer(kq[d, :d], v[:d])
+
+
+def _context_average(prompts):
+    """h = (1/N) Σ_i y_i x_i, shape (B, d)."""
+    n = prompts.y.shape[-1]
+    return jnp.einsum("...n,...nd->...d", prompts.y, prompts.x) / n
+
+
+def apply(params, prompts):
+    """Prediction ŷ (B,) of the model for a batch of :class:`~iclsim.linear.Prompts`."""
+    kind = parametrization_of(params)
+    if kind in ("reduced", "block"):
+        gamma = effective_gamma(params)
+        h = _context_average(prompts)
+        return jnp.einsum("...d,de,...e->...", prompts.x_query, gamma, h)
+    w = params["weights"]
+    d = w["w_pv"].shape[0] - 1
+    n = prompts.y.shape[-1]
+    # Tokens e_j = (x_j, y_j), query e_q = (x_q, 0); Z has shape (B, N+1, d+1).
+    ctx = jnp.concatenate([prompts.x, prompts.y[..., None]], axis=-1)
+    e_q = jnp.concatenate([prompts.x_query, jnp.zeros_like(prompts.x_query[..., :1])], axis=-1)
+    z = jnp.concatenate([ctx, e_q[..., None, :]], axis=-2)
+    kq = _low_rank(params)
+    # ŷ = E[d, N] + (1/N) v · Σ_j e_j (e_jᵀ W^{KQ} e_q), with E[d, N] = 0.
+    k = jnp.einsum("ij,...j->...i", kq, e_q)
+    s = jnp.einsum("...ni,...i->...n", z, k)
+    mixed = jnp.einsum("...n,...ni->...i", s, z)
+    return jnp.einsum("i,...i->...", w["w_pv"][d], mixed) / n
+
+
+def apply_full_reference(w_pv, w_kq, prompts):
+    """The spec's full LSA written literally: builds E and f(E) = E + W^{PV} E (Eᵀ W^{KQ} E)/N.
+
+    O(N²) reference implementation used by the tests; ``w_kq`` is the full
+    (d+1)×(d+1) key-query matrix.
+    """
+    n = prompts.y.shape[-1]
+    ctx = jnp.concatenate([prompts.x, prompts.y[..., None]], axis=-1)
+    e_q = jnp.concatenate([prompts.x_query, jnp.zeros_like(prompts.x_query[..., :1])], axis=-1)
+    emb = jnp.swapaxes(jnp.concatenate([ctx, e_q[..., None, :]], axis=-2), -1, -2)
+    attn = jnp.swapaxes(emb, -1, -2) @ w_kq @ emb
+    out = emb + w_pv @ emb @ attn / n
+    return out[..., -1, -1]
+
+
+def to_full(params):
+    """Embed block or reduced parameters into the full LSA (same predictions).
+
+    Reduced Γ = A Bᵀ: W^{PV} = e_d e_dᵀ, W^{KQ} = [[Γᵀ, 0], [0, 0]].
+    Block (u, W₁₁ = A Bᵀ): W^{PV} = u e_d e_dᵀ, W^{KQ} = [[W₁₁, 0], [0, 0]].
+    """
+    kind = parametrization_of(params)
+    if kind == "full":
+        return params
+    w = params["weights"]
+    d, r = w["a"].shape
+    pad = jnp.zeros((1, r), w["a"].dtype)
+    u = w.get("u", jnp.ones((), w["a"].dtype))
+    first, second = (w["a"], w["b"]) if kind == "block" else (w["b"], w["a"])
+    # For reduced, W^{KQ}_xx = Γᵀ = B Aᵀ; the mask acts on the A factor, so move it.
+    mask = params["rank_mask"]
+    w_pv = jnp.zeros((d + 1, d + 1), w["a"].dtype).at[d, d].set(u)
+    a_full = jnp.concatenate([first * mask, pad], axis=0)
+    b_full = jnp.concatenate([second * mask, pad], axis=0)
+    return {"weights": {"w_pv": w_pv, "a": a_full, "b": b_full}, "rank_mask": mask}
+
+
+def reduced_population_risk(gamma, cov, n_context, label_noise=0.0, input_noise=0.0):
+    """Exact risk of the reduced predictor in JAX (the population-mode objective).
+
+    R(Γ) = t − 2 tr(ΛΓΛ) + ((N+1)/N) tr(Γᵀ Λ Γ Λ²) + ((t+σ²)/N) tr(ΓᵀΛΓ(Λ + σ_x² I))
+    (spec "Population risk"; σ², σ_x² the context noise).  Written independently of
+    the numpy oracle, which the tests compare it against.
+    """
+    n = n_context
+    t = jnp.trace(cov)
+    p = gamma.T @ cov @ gamma
+    lam2 = cov @ cov
+    return (
+        t
+        - 2.0 * jnp.sum(cov * (gamma @ cov).T)
+        + (n + 1.0) / n * jnp.sum(p * lam2.T)
+        + (t + label_noise) / n * (jnp.sum(p * cov.T) + input_noise * jnp.trace(p))
+    )

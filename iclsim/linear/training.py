@@ -1,0 +1,391 @@
+"""Training and evaluation of setting-1 models on the shared engine.
+
+``train`` vmaps the engine's scanned trainer over runs (rank × seed): rank is a
+traced value (a column mask on the padded factors), so every rank shares one
+compiled program per static shape (d, N, r_max, batch, mode, parametrisation,
+init, steps).  After training, each run gets a verdict against the oracle's
+optimal risks L_0..L_d (spec, Theorem A and "Training facts").
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iclsim._validation import check_covariance, check_in_range, check_int, check_nonnegative
+from iclsim.engine.trainer import SCHEDULES, ScheduleConfig, build_trainer
+from iclsim.linear import model as lsa
+from iclsim.linear import oracle
+from iclsim.linear.data import sample_prompts
+
+__all__ = [
+    "MODES",
+    "VERDICTS",
+    "TrainStatic",
+    "LinearTrainResult",
+    "linear_trainer",
+    "train",
+    "evaluate",
+    "classify_runs",
+    "relative_gamma_error",
+]
+
+MODES = ("population", "monte_carlo")
+VERDICTS = ("optimum_reached", "stuck_at_rank_k", "not_converged", "diverged")
+
+
+@dataclass(frozen=True)
+class TrainStatic:
+    """Everything that fixes the compiled program's shape (one compile per value)."""
+
+    d: int
+    n_context: int
+    r_max: int
+    mode: str = "population"
+    parametrization: str = "reduced"
+    init: str = "random"
+    steps: int = 2000
+    batch: int = 256
+    schedule: str = "cosine"
+    train_noise: bool = False
+
+    def __post_init__(self):
+        check_int("n_context", self.n_context, 1)
+        check_int("batch", self.batch, 1)
+        check_int("steps", self.steps, 1)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.mode == "population" and self.parametrization == "full":
+            raise ValueError(
+                "mode='population' trains on the exact risk of the reduced predictor, so "
+                "parametrization must be 'reduced' or 'block'; use mode='monte_carlo' for 'full'"
+            )
+        self.model_config()  # validates d, r_max, parametrization, init
+
+    def model_config(self) -> lsa.LSAConfig:
+        return lsa.LSAConfig(self.d, self.r_max, self.parametrization, self.init)
+
+
+@functools.lru_cache(maxsize=64)
+def linear_trainer(static: TrainStatic):
+    """The engine trainer for ``static`` (cached: one build, one compile per shape).
+
+    ``hyper`` per run: ``rank``, ``learning_rate``, ``init_scale``,
+    ``label_noise`` and ``input_noise`` (training-prompt noise; used only when
+    ``static.train_noise``).  ``data``: ``{"cov": Λ, "factor": chol(Λ)}``.
+    """
+    cfg = static.model_config()
+
+    def init_params(key, hyper, data):
+        return lsa.init(key, cfg, rank=hyper["rank"], scale=hyper["init_scale"])
+
+    def noise(hyper, name):
+        return hyper[name] if static.train_noise else 0.0
+
+    if static.mode == "population":
+
+        def loss(params, key, hyper, data):
+            gamma = lsa.effective_gamma(params)
+            return lsa.reduced_population_risk(
+                gamma, data["cov"], static.n_context, noise(hyper, "label_noise"),
+                noise(hyper, "input_noise"),
+            )
+    else:
+
+        def loss(params, key, hyper, data):
+            prompts = sample_prompts(
+                key, None, static.n_context, static.batch,
+                label_noise=noise(hyper, "label_noise"),
+                input_noise=noise(hyper, "input_noise"),
+                factor=data["factor"],
+            )
+            return jnp.mean((lsa.apply(params, prompts) - prompts.y_query) ** 2)
+
+    schedule = ScheduleConfig(kind=static.schedule, steps=static.steps)
+    return build_trainer(init_params, loss, steps=static.steps, schedule=schedule)
+
+
+@functools.lru_cache(maxsize=64)
+def _vmapped_train(static: TrainStatic):
+    trainer = linear_trainer(static)
+    return jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))
+
+
+@dataclass
+class LinearTrainResult:
+    """Per-run results of :func:`train` (runs are rank-major: run = i_rank·seeds + seed)."""
+
+    rank: np.ndarray
+    seed: np.ndarray
+    params: Any
+    gamma: np.ndarray
+    """(runs, d, d) effective Γ of each trained model (float64)."""
+    loss: np.ndarray
+    """(runs, steps) training loss per step (exact risk in population mode)."""
+    risk: np.ndarray
+    """(runs,) final risk: exact population risk of Γ (reduced/block) or MC test risk (full)."""
+    risk_se: np.ndarray
+    """(runs,) standard error of ``risk`` (0 where exact)."""
+    test_risk: np.ndarray
+    """(runs,) Monte Carlo risk on fresh clean prompts."""
+    test_se: np.ndarray
+    gamma_error: np.ndarray
+    """(runs,) ‖Γ − Γ_r‖_F / ‖Γ_r‖_F (NaN where Γ_r is not unique)."""
+    optimal_risks: np.ndarray
+    """(d+1,) L_0..L_d for the training distribution."""
+    verdict: list
+    stuck_rank: np.ndarray
+    """(runs,) k for ``stuck_at_rank_k`` verdicts, else -1."""
+    static: TrainStatic
+    wall_time: float
+    hyper: dict = field(default_factory=dict)
+
+    def summary_rows(self):
+        """One dict per rank: L_r, mean trained risk, mean/max Γ error, verdict counts."""
+        rows = []
+        for r in np.unique(self.rank):
+            sel = self.rank == r
+            verdicts = [self.verdict[i] for i in np.flatnonzero(sel)]
+            counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
+            rows.append(
+                {
+                    "rank": int(r),
+                    "L_r": float(self.optimal_risks[r]),
+                    "risk": float(np.mean(self.risk[sel])),
+                    "test_risk": float(np.mean(self.test_risk[sel])),
+                    "test_se": float(np.sqrt(np.mean(self.test_se[sel] ** 2) / sel.sum())),
+                    "gamma_error_max": float(np.max(self.gamma_error[sel])),
+                    "gamma_error_mean": float(np.mean(self.gamma_error[sel])),
+                    "verdicts": counts,
+                }
+            )
+        return rows
+
+
+def relative_gamma_error(gamma, cov, n_context, ranks, *, pretrain_label_noise=0.0):
+    """‖Γ − Γ_r‖_F / ‖Γ_r‖_F per run (NaN where λ_r = λ_{r+1} or r = 0)."""
+    out = np.full(len(ranks), np.nan)
+    for i, r in enumerate(ranks):
+        if r == 0:
+            continue
+        try:
+            target = oracle.optimal_gamma(
+                cov, n_context, int(r), pretrain_label_noise=pretrain_label_noise
+            )
+        except oracle.RankTieError:
+            continue
+        out[i] = np.linalg.norm(gamma[i] - target) / np.linalg.norm(target)
+    return out
+
+
+def classify_runs(risk, risk_se, ranks, optimal_risks, *, rtol=0.1, n_se=3.0):
+    """Verdict per run from its final risk and the ladder L_0 > L_1 > … > L_d.
+
+    With tolerance ``tol_k = n_se·SE + rtol·(L_{k−1} − L_k)`` (a fraction of the
+    gain the k-th direction brings):
+
+    * ``diverged``: risk is NaN or inf;
+    * ``optimum_reached``: risk ≤ L_r + tol_r;
+    * ``stuck_at_rank_k`` (k < r): |risk − L_k| ≤ tol_k for the largest such k
+      (the model behaves like a rank-k optimum; the full LSA's spurious rank-1
+      trap shows up as ``stuck_at_rank_k`` with k = 1);
+    * ``not_converged``: anything else.
+
+    Returns ``(verdicts, stuck_rank)`` with ``stuck_rank = -1`` unless stuck.
+    """
+    opt = np.asarray(optimal_risks, float)
+    gaps = np.concatenate([[np.inf], opt[:-1] - opt[1:]])
+    verdicts, stuck = [], np.full(len(ranks), -1)
+    for i, (value, se, r) in enumerate(zip(risk, risk_se, ranks)):
+        se = 0.0 if not np.isfinite(se) else se
+        tol = n_se * se + rtol * gaps
+        if not np.isfinite(value):
+            verdicts.append("diverged")
+        elif value <= opt[r] + tol[r]:
+            verdicts.append("optimum_reached")
+        else:
+            close = [k for k in range(r) if abs(value - opt[k]) <= tol[k]]
+            if close:
+                stuck[i] = close[-1]
+                verdicts.append("stuck_at_rank_k")
+            else:
+                verdicts.append("not_converged")
+    return verdicts, stuck
+
+
+def _as_levels(label_noise, input_noise):
+    s2 = np.atleast_1d(np.asarray(check_nonnegative("label_noise", label_noise), float))
+    sx2 = np.atleast_1d(np.asarray(check_nonnegative("input_noise", input_noise), float))
+    s2, sx2 = np.broadcast_arrays(s2, sx2)
+    return s2.ravel(), sx2.ravel()
+
+
+@functools.partial(jax.jit, static_argnames=("n_context", "n_batches", "batch"))
+def _evaluate(key, params, factor, label_noise, input_noise, *, n_context, n_batches, batch):
+    keys = jax.random.split(key, n_batches)
+
+    def one(run_params, s2, sx2):
+        def body(acc, k):
+            prompts = sample_prompts(
+                k, None, n_context, batch, label_noise=s2, input_noise=sx2, factor=factor
+            )
+            err = (lsa.apply(run_params, prompts) - prompts.y_query) ** 2
+            return (acc[0] + jnp.mean(err), acc[1] + jnp.mean(err**2)), None
+
+        zero = jnp.zeros((), factor.dtype)
+        (m1, m2), _ = jax.lax.scan(body, (zero, zero), keys)
+        return m1 / n_batches, m2 / n_batches
+
+    per_level = jax.vmap(one, in_axes=(None, 0, 0))
+    return jax.vmap(per_level, in_axes=(0, None, None))(params, label_noise, input_noise)
+
+
+def evaluate(key, params, cov, n_context, *, label_noise=0.0, input_noise=0.0, n_prompts=32768,
+             batch=2048):
+    """Monte Carlo risk of trained models on clean or noisy prompts, with standard errors.
+
+    ``params`` has a leading run axis (as returned by :func:`train`).  The noise
+    levels ``label_noise`` (σ²) and ``input_noise`` (σ_x²) are broadcast together
+    into L (σ², σ_x²) pairs; every run and level is evaluated in one vmapped
+    program on the same ``n_prompts`` prompts (common random numbers).
+
+    Returns ``(mean, se)``, each of shape (runs, L), se = sd / sqrt(n_prompts).
+    """
+    cov = check_covariance(cov)
+    n = check_int("n_context", n_context, 1)
+    batch = check_int("batch", batch, 1)
+    n_prompts = check_int("n_prompts", n_prompts, 2)
+    n_batches = max(1, -(-n_prompts // batch))
+    s2, sx2 = _as_levels(label_noise, input_noise)
+    dtype = jnp.result_type(float)
+    factor = jnp.asarray(np.linalg.cholesky(cov), dtype)
+    m1, m2 = _evaluate(
+        key, params, factor, jnp.asarray(s2, dtype), jnp.asarray(sx2, dtype),
+        n_context=n, n_batches=n_batches, batch=batch,
+    )
+    m1, m2 = np.asarray(m1, float), np.asarray(m2, float)
+    total = n_batches * batch
+    var = np.maximum(m2 - m1**2, 0.0) * total / (total - 1)
+    return m1, np.sqrt(var / total)
+
+
+def train(
+    key,
+    cov,
+    n_context,
+    ranks,
+    *,
+    mode="population",
+    parametrization="reduced",
+    init="random",
+    seeds=1,
+    steps=2000,
+    batch=256,
+    learning_rate=1e-2,
+    init_scale=0.1,
+    schedule="cosine",
+    train_label_noise=0.0,
+    r_max=None,
+    eval_prompts=32768,
+    rtol=0.1,
+) -> LinearTrainResult:
+    """Train rank-limited LSA models for every (rank, seed) in one compiled program.
+
+    Parameters
+    ----------
+    key : PRNG key.  Seed s uses ``fold_in(key, s)`` for every rank (common
+        random numbers across ranks).
+    cov : (d, d) symmetric positive-definite Λ.
+    n_context : N >= 1.
+    ranks : iterable of ints in [1, d].
+    mode : ``"population"`` (Adam on the exact risk of the reduced predictor;
+        reduced/block only) or ``"monte_carlo"`` (fresh prompts every step).
+    parametrization : ``"reduced"``, ``"block"`` or ``"full"`` (see :mod:`.model`).
+    init : ``"random"`` or ``"block"`` (full LSA only).
+    seeds : number of seeds per rank (>= 1).
+    steps, batch : Adam steps and prompts per step (batch unused in population mode).
+    learning_rate, init_scale : positive floats.
+    schedule : ``"cosine"`` (decay to 1% of the learning rate) or ``"constant"``.
+    train_label_noise : σ₀², context label-noise variance of the training prompts.
+    r_max : padded rank (default ``max(ranks)``).
+    eval_prompts : held-out prompts for the Monte Carlo test risk.
+    rtol : verdict tolerance, see :func:`classify_runs`.
+
+    Returns
+    -------
+    :class:`LinearTrainResult`.  Verdicts compare the final risk with the optimal
+    risks of the training distribution (Theorem A; B(d) with training noise).
+    """
+    cov = check_covariance(cov)
+    d = cov.shape[0]
+    n = check_int("n_context", n_context, 1)
+    ranks = [check_int("ranks[]", r, 1, d) for r in np.atleast_1d(ranks)]
+    if not ranks:
+        raise ValueError("ranks must contain at least one rank in [1, d]")
+    seeds = check_int("seeds", seeds, 1)
+    r_max = check_int("r_max", max(ranks) if r_max is None else r_max, max(ranks), d)
+    check_in_range("learning_rate", learning_rate, np.finfo(float).tiny)
+    check_in_range("init_scale", init_scale, 0.0)
+    check_nonnegative("train_label_noise", train_label_noise)
+    static = TrainStatic(
+        d=d, n_context=n, r_max=r_max, mode=mode, parametrization=parametrization, init=init,
+        steps=steps, batch=batch if mode == "monte_carlo" else 1, schedule=schedule,
+        train_noise=bool(train_label_noise),
+    )
+    dtype = jnp.result_type(float)
+    run_rank = np.repeat(np.asarray(ranks), seeds)
+    run_seed = np.tile(np.arange(seeds), len(ranks))
+    n_runs = len(run_rank)
+    hyper = {
+        "rank": jnp.asarray(run_rank, jnp.int32),
+        "learning_rate": jnp.full(n_runs, learning_rate, dtype),
+        "init_scale": jnp.full(n_runs, init_scale, dtype),
+        "label_noise": jnp.full(n_runs, train_label_noise, dtype),
+        "input_noise": jnp.zeros(n_runs, dtype),
+    }
+    data = {"cov": jnp.asarray(cov, dtype), "factor": jnp.asarray(np.linalg.cholesky(cov), dtype)}
+    train_key, eval_key = jax.random.split(key)
+    keys = jax.vmap(lambda s: jax.random.fold_in(train_key, s))(jnp.asarray(run_seed))
+    start = time.perf_counter()
+    params, metrics = _vmapped_train(static)(keys, hyper, data)
+    params = jax.block_until_ready(params)
+    wall = time.perf_counter() - start
+
+    gamma = np.asarray(jax.vmap(lsa.effective_gamma)(params), float)
+    loss = np.asarray(metrics["loss"], float)
+    finite = np.isfinite(gamma).all(axis=(1, 2)) & np.isfinite(loss).all(axis=1)
+    test_risk, test_se = evaluate(
+        eval_key, params, cov, n, label_noise=train_label_noise, n_prompts=eval_prompts,
+    )
+    test_risk, test_se = test_risk[:, 0], test_se[:, 0]
+    if parametrization == "full":
+        risk, risk_se = test_risk.copy(), test_se.copy()
+    else:
+        risk = np.array(
+            [
+                oracle.population_risk(g, cov, n, label_noise=train_label_noise) if ok else np.nan
+                for g, ok in zip(gamma, finite)
+            ]
+        )
+        risk_se = np.zeros(n_runs)
+    risk = np.where(finite, risk, np.nan)
+    opt = oracle.optimal_risks(
+        cov, n, label_noise=train_label_noise, pretrain_label_noise=train_label_noise
+    )
+    verdict, stuck = classify_runs(risk, risk_se, run_rank, opt, rtol=rtol)
+    err = relative_gamma_error(gamma, cov, n, run_rank, pretrain_label_noise=train_label_noise)
+    return LinearTrainResult(
+        rank=run_rank, seed=run_seed, params=params, gamma=gamma, loss=loss, risk=risk,
+        risk_se=risk_se, test_risk=test_risk, test_se=test_se, gamma_error=err,
+        optimal_risks=opt, verdict=verdict, stuck_rank=stuck, static=static, wall_time=wall,
+        hyper={"learning_rate": learning_rate, "init_scale": init_scale,
+               "train_label_noise": train_label_noise},
+    )
