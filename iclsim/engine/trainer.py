@@ -30,6 +30,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from iclsim._validation import check_in_range, check_int
@@ -86,6 +87,8 @@ class TrainState(NamedTuple):
     opt_state: Any
     key: jax.Array
     step: jax.Array
+    weight_sum: Any
+    """Running sum of the weights over the averaging tail (zeros when off)."""
 
 
 class Trainer(NamedTuple):
@@ -93,6 +96,7 @@ class Trainer(NamedTuple):
     run: Callable
     train: Callable
     steps: int
+    averaged_params: Callable
 
 
 def _optimizer(hyper, schedule: ScheduleConfig):
@@ -108,13 +112,22 @@ def build_trainer(
     *,
     steps: int,
     schedule: ScheduleConfig | None = None,
+    average_tail: float = 0.0,
 ) -> Trainer:
     """Build the pure trainer for one static shape (see the module docstring).
 
     ``steps`` is the total number of steps of ``train`` and the length the
-    schedule is laid out over.
+    schedule is laid out over.  ``average_tail`` in [0, 1) turns on
+    Polyak–Ruppert iterate averaging: the weights returned by ``train`` (and by
+    ``Trainer.averaged_params``) are the uniform average of the iterates of the
+    last ``ceil(average_tail·steps)`` steps, which removes most of the gradient
+    noise of fresh-prompt training.  The optimizer always runs on the raw iterate.
     """
     steps = check_int("steps", steps, 1)
+    check_in_range("average_tail", average_tail, 0.0, 1.0)
+    if average_tail >= 1.0:
+        raise ValueError(f"average_tail must be in [0, 1), got {average_tail}")
+    tail_start = steps - int(np.ceil(average_tail * steps))
     schedule = schedule or ScheduleConfig(steps=steps)
     if schedule.steps != steps:
         raise ValueError(f"schedule.steps ({schedule.steps}) must equal steps ({steps})")
@@ -123,7 +136,8 @@ def build_trainer(
         k_init, k_data = jax.random.split(key)
         params = init_params(k_init, hyper, data)
         opt_state = _optimizer(hyper, schedule).init(params["weights"])
-        return TrainState(params, opt_state, k_data, jnp.zeros((), jnp.int32))
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params["weights"])
+        return TrainState(params, opt_state, k_data, jnp.zeros((), jnp.int32), zeros)
 
     def run(state: TrainState, hyper, data, n_steps: int):
         if isinstance(state.step, jax.core.Tracer):
@@ -135,19 +149,35 @@ def build_trainer(
             return loss({**frozen, "weights": weights}, key, hyper, data)
 
         def one_step(carry, _):
-            weights, opt_state, step = carry
+            weights, opt_state, step, weight_sum = carry
             value, grads = jax.value_and_grad(objective)(weights, jax.random.fold_in(state.key, step))
             updates, opt_state = opt.update(grads, opt_state, weights)
             weights = optax.apply_updates(weights, updates)
-            return (weights, opt_state, step + 1), value
+            if tail_start < steps:
+                in_tail = (step >= tail_start).astype(value.dtype)
+                weight_sum = jax.tree_util.tree_map(
+                    lambda acc, w: acc + in_tail * w, weight_sum, weights
+                )
+            return (weights, opt_state, step + 1, weight_sum), value
 
-        carry = (state.params["weights"], state.opt_state, state.step)
-        (weights, opt_state, step), losses = jax.lax.scan(one_step, carry, None, length=n_steps)
-        return TrainState({**frozen, "weights": weights}, opt_state, state.key, step), losses
+        carry = (state.params["weights"], state.opt_state, state.step, state.weight_sum)
+        (weights, opt_state, step, weight_sum), losses = jax.lax.scan(
+            one_step, carry, None, length=n_steps
+        )
+        params = {**frozen, "weights": weights}
+        return TrainState(params, opt_state, state.key, step, weight_sum), losses
+
+    def averaged_params(state: TrainState):
+        """The final parameters: tail-averaged weights if averaging is on, else the iterate."""
+        if tail_start >= steps:
+            return state.params
+        count = steps - tail_start
+        weights = jax.tree_util.tree_map(lambda acc: acc / count, state.weight_sum)
+        return {**state.params, "weights": weights}
 
     def train(key, hyper, data):
         state = init(key, hyper, data)
         state, losses = run(state, hyper, data, steps)
-        return state.params, {"loss": losses}
+        return averaged_params(state), {"loss": losses}
 
-    return Trainer(init=init, run=run, train=train, steps=steps)
+    return Trainer(init=init, run=run, train=train, steps=steps, averaged_params=averaged_params)

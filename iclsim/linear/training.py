@@ -53,6 +53,8 @@ class TrainStatic:
     steps: int = 2000
     batch: int = 256
     schedule: str = "cosine"
+    final_lr_fraction: float = 0.01
+    average_tail: float = 0.0
     train_noise: bool = False
 
     def __post_init__(self):
@@ -109,8 +111,12 @@ def linear_trainer(static: TrainStatic):
             )
             return jnp.mean((lsa.apply(params, prompts) - prompts.y_query) ** 2)
 
-    schedule = ScheduleConfig(kind=static.schedule, steps=static.steps)
-    return build_trainer(init_params, loss, steps=static.steps, schedule=schedule)
+    schedule = ScheduleConfig(
+        kind=static.schedule, steps=static.steps, final_fraction=static.final_lr_fraction
+    )
+    return build_trainer(
+        init_params, loss, steps=static.steps, schedule=schedule, average_tail=static.average_tail
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -161,7 +167,7 @@ class LinearTrainResult:
                     "L_r": float(self.optimal_risks[r]),
                     "risk": float(np.mean(self.risk[sel])),
                     "test_risk": float(np.mean(self.test_risk[sel])),
-                    "test_se": float(np.sqrt(np.mean(self.test_se[sel] ** 2) / sel.sum())),
+                    "test_se": float(np.max(self.test_se[sel])),
                     "gamma_error_max": float(np.max(self.gamma_error[sel])),
                     "gamma_error_mean": float(np.mean(self.gamma_error[sel])),
                     "verdicts": counts,
@@ -202,7 +208,8 @@ def classify_runs(risk, risk_se, ranks, optimal_risks, *, rtol=0.1, n_se=3.0):
     Returns ``(verdicts, stuck_rank)`` with ``stuck_rank = -1`` unless stuck.
     """
     opt = np.asarray(optimal_risks, float)
-    gaps = np.concatenate([[np.inf], opt[:-1] - opt[1:]])
+    gaps = opt[:-1] - opt[1:]
+    gaps = np.concatenate([gaps[:1], gaps])  # stuck at rank 0 uses the first gap
     verdicts, stuck = [], np.full(len(ranks), -1)
     for i, (value, se, r) in enumerate(zip(risk, risk_se, ranks)):
         se = 0.0 if not np.isfinite(se) else se
@@ -292,6 +299,8 @@ def train(
     learning_rate=1e-2,
     init_scale=0.1,
     schedule="cosine",
+    final_lr_fraction=0.01,
+    average_tail=0.0,
     train_label_noise=0.0,
     r_max=None,
     eval_prompts=32768,
@@ -313,7 +322,10 @@ def train(
     seeds : number of seeds per rank (>= 1).
     steps, batch : Adam steps and prompts per step (batch unused in population mode).
     learning_rate, init_scale : positive floats.
-    schedule : ``"cosine"`` (decay to 1% of the learning rate) or ``"constant"``.
+    schedule : ``"cosine"`` (decay to ``final_lr_fraction`` of the learning rate) or
+        ``"constant"``.
+    average_tail : fraction of the final steps whose iterates are averaged
+        (Polyak–Ruppert) into the returned weights; 0 returns the last iterate.
     train_label_noise : σ₀², context label-noise variance of the training prompts.
     r_max : padded rank (default ``max(ranks)``).
     eval_prompts : held-out prompts for the Monte Carlo test risk.
@@ -338,6 +350,7 @@ def train(
     static = TrainStatic(
         d=d, n_context=n, r_max=r_max, mode=mode, parametrization=parametrization, init=init,
         steps=steps, batch=batch if mode == "monte_carlo" else 1, schedule=schedule,
+        final_lr_fraction=final_lr_fraction, average_tail=average_tail,
         train_noise=bool(train_label_noise),
     )
     dtype = jnp.result_type(float)
