@@ -1,0 +1,53 @@
+"""Shared test set-up: float64 JAX, hypothesis profiles and strategies."""
+
+import os
+
+import jax
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+jax.config.update("jax_enable_x64", True)
+
+settings.register_profile(
+    "default", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+#: The canonical example of spec linear.md.
+CANONICAL_LAMBDA = np.array([4.0, 2.5, 1.5, 1.0, 0.6, 0.35, 0.2, 0.1])
+CANONICAL_N = 20
+
+
+def random_rotation(seed: int, d: int) -> np.ndarray:
+    """A Haar-ish random orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+@st.composite
+def spectra(draw, min_d=1, max_d=6, min_gap=1e-3):
+    """Decreasing positive spectra with relative gaps >= min_gap (no rank ties)."""
+    d = draw(st.integers(min_d, max_d))
+    logs = draw(
+        st.lists(st.floats(-2.0, 2.0, allow_nan=False), min_size=d, max_size=d, unique=True)
+    )
+    lam = np.sort(np.exp(np.array(logs)))[::-1]
+    if d > 1 and np.min(lam[:-1] / lam[1:] - 1.0) < min_gap:
+        lam = lam * (1.0 + min_gap) ** np.arange(d)[::-1] ** 1  # spread out near-ties
+        lam = np.sort(lam)[::-1]
+    return lam
+
+
+@st.composite
+def covariances(draw, min_d=1, max_d=6):
+    """(Λ, λ, U): a random non-diagonal covariance with its spectrum and eigenbasis."""
+    lam = draw(spectra(min_d=min_d, max_d=max_d))
+    seed = draw(st.integers(0, 2**31 - 1))
+    u = random_rotation(seed, len(lam))
+    cov = (u * lam) @ u.T
+    return 0.5 * (cov + cov.T), lam, u

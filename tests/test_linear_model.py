@@ -1,0 +1,146 @@
+"""Identities of the LSA models (float64): reference implementations, embeddings, padding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import covariances, random_rotation
+from iclsim import linear
+from iclsim.linear import model as lsa
+
+D, N, B = 4, 6, 32
+
+
+def _prompts(seed, d=D, n=N, b=B, cov=None):
+    cov = np.eye(d) if cov is None else cov
+    return linear.sample_prompts(jax.random.key(seed), cov, n, b)
+
+
+def _random_full(seed, d=D, r=3, rank=None):
+    rng = np.random.default_rng(seed)
+    mask = lsa.rank_mask(r if rank is None else rank, r)
+    weights = {
+        "w_pv": jnp.asarray(rng.standard_normal((d + 1, d + 1))),
+        "a": jnp.asarray(rng.standard_normal((d + 1, r))),
+        "b": jnp.asarray(rng.standard_normal((d + 1, r))),
+    }
+    return {"weights": weights, "rank_mask": mask}
+
+
+def _reduced_predictor(gamma, prompts):
+    """ŷ = x_qᵀ Γ h, h = (1/N) Σ y_i x_i, written in numpy."""
+    x, y, xq = (np.asarray(a) for a in (prompts.x, prompts.y, prompts.x_query))
+    h = np.einsum("bn,bnd->bd", y, x) / y.shape[1]
+    return np.einsum("bd,de,be->b", xq, np.asarray(gamma), h)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_full_apply_matches_literal_spec_formula(seed):
+    params = _random_full(seed)
+    prompts = _prompts(seed)
+    w = params["weights"]
+    w_kq = (w["a"] * params["rank_mask"]) @ w["b"].T
+    ref = lsa.apply_full_reference(w["w_pv"], w_kq, prompts)
+    np.testing.assert_allclose(lsa.apply(params, prompts), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["reduced", "block"])
+@pytest.mark.parametrize("rank", [1, 2, 4])
+def test_full_lsa_with_block_weights_equals_reduced_predictor(kind, rank):
+    cfg = lsa.LSAConfig(D, 4, kind)
+    params = lsa.init(jax.random.key(rank), cfg, rank=rank, scale=0.7)
+    prompts = _prompts(rank)
+    gamma = lsa.effective_gamma(params)
+    assert np.linalg.matrix_rank(np.asarray(gamma)) == rank
+    want = _reduced_predictor(gamma, prompts)
+    np.testing.assert_allclose(lsa.apply(params, prompts), want, rtol=1e-10, atol=1e-10)
+    full = lsa.to_full(params)
+    w = full["weights"]
+    w_kq = (w["a"] * full["rank_mask"]) @ w["b"].T
+    np.testing.assert_allclose(
+        lsa.apply_full_reference(w["w_pv"], w_kq, prompts), want, rtol=1e-10, atol=1e-10
+    )
+    np.testing.assert_allclose(lsa.effective_gamma(full), gamma, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_full_effective_gamma_is_the_label_odd_part(seed):
+    """ŷ(y) − ŷ(−y) = 2 x_qᵀ Γ_eff h for any full-LSA weights (the odd part in the labels)."""
+    params = _random_full(seed)
+    prompts = _prompts(seed + 10)
+    flipped = prompts._replace(y=-prompts.y)
+    odd = 0.5 * (lsa.apply(params, prompts) - lsa.apply(params, flipped))
+    want = _reduced_predictor(lsa.effective_gamma(params), prompts)
+    np.testing.assert_allclose(odd, want, rtol=1e-9, atol=1e-10)
+
+
+def test_block_init_of_full_lsa_is_block_structured():
+    cfg = lsa.LSAConfig(D, 3, "full", "block")
+    params = lsa.init(jax.random.key(0), cfg, rank=2, scale=0.5)
+    w = params["weights"]
+    np.testing.assert_array_equal(w["w_pv"][:, :D], 0.0)
+    np.testing.assert_array_equal(w["a"][D], 0.0)
+    np.testing.assert_array_equal(w["b"][D], 0.0)
+    np.testing.assert_array_equal(w["a"][:, 2:], 0.0)  # padded column
+
+
+@pytest.mark.parametrize("kind", ["reduced", "block", "full"])
+def test_padded_masked_equals_unpadded_forward_and_gradients(kind):
+    rank, r_max = 2, 5
+    small = lsa.init(jax.random.key(1), lsa.LSAConfig(D, rank, kind), rank=rank, scale=0.5)
+    padded = jax.tree_util.tree_map(lambda a: a, small)
+    pad = lambda a: jnp.concatenate([a, jnp.asarray(np.random.default_rng(0).standard_normal((a.shape[0], r_max - rank)))], axis=1)  # noqa: E731
+    padded = {
+        "weights": {**small["weights"], "a": pad(small["weights"]["a"]), "b": pad(small["weights"]["b"])},
+        "rank_mask": lsa.rank_mask(rank, r_max),
+    }
+    prompts = _prompts(3)
+
+    def loss(weights, params):
+        p = {**params, "weights": weights}
+        return jnp.mean((lsa.apply(p, prompts) - prompts.y_query) ** 2)
+
+    np.testing.assert_allclose(lsa.apply(padded, prompts), lsa.apply(small, prompts), rtol=1e-12)
+    g_small = jax.grad(loss)(small["weights"], small)
+    g_pad = jax.grad(loss)(padded["weights"], padded)
+    for name in g_small:
+        if name in ("a", "b"):
+            np.testing.assert_allclose(g_pad[name][:, :rank], g_small[name], rtol=1e-10, atol=1e-12)
+        else:
+            np.testing.assert_allclose(g_pad[name], g_small[name], rtol=1e-10, atol=1e-12)
+    # The masked factor's padded columns get no gradient.
+    np.testing.assert_array_equal(g_pad["a"][:, rank:], 0.0)
+
+
+@given(covariances(min_d=1, max_d=5), st.floats(0, 5), st.floats(0, 2), st.integers(1, 30))
+@settings(max_examples=20)
+def test_jax_training_objective_equals_numpy_oracle(cov_lam_u, s2, sx2, n):
+    cov, _, _ = cov_lam_u
+    d = cov.shape[0]
+    gamma = np.random.default_rng(n).standard_normal((d, d))
+    got = float(lsa.reduced_population_risk(jnp.asarray(gamma), jnp.asarray(cov), n, s2, sx2))
+    want = linear.population_risk(gamma, cov, n, label_noise=s2, input_noise=sx2)
+    assert got == pytest.approx(want, rel=1e-10, abs=1e-10)
+
+
+def test_model_config_validation():
+    with pytest.raises(ValueError, match="parametrization"):
+        lsa.LSAConfig(3, 2, "diagonal")
+    with pytest.raises(ValueError, match="init"):
+        lsa.LSAConfig(3, 2, "reduced", "block")
+    with pytest.raises(ValueError, match="r_max"):
+        lsa.LSAConfig(3, 0)
+
+
+def test_rotation_covariance_in_prompts():
+    """sample_prompts draws x with covariance Λ: empirical second moment within 5 SE."""
+    u = random_rotation(4, 3)
+    cov = (u * np.array([3.0, 1.0, 0.2])) @ u.T
+    p = linear.sample_prompts(jax.random.key(5), cov, 4, 20000)
+    x = np.asarray(p.x).reshape(-1, 3)
+    emp = x.T @ x / len(x)
+    se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / len(x))
+    assert np.all(np.abs(emp - cov) < 5 * se)

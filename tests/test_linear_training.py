@@ -1,0 +1,198 @@
+"""The engine trainer and linear.train: purity identities, optimum reached, verdicts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import CANONICAL_LAMBDA, CANONICAL_N, random_rotation
+from iclsim import linear
+from iclsim.engine import trace_count
+from iclsim.linear import model as lsa
+from iclsim.linear.training import TrainStatic, classify_runs, linear_trainer
+
+COV3 = np.diag([2.0, 1.0, 0.3])
+
+
+def _hyper(ranks, lr=0.05, scale=0.3):
+    n = len(ranks)
+    return {
+        "rank": jnp.asarray(ranks, jnp.int32),
+        "learning_rate": jnp.full(n, lr),
+        "init_scale": jnp.full(n, scale),
+        "label_noise": jnp.zeros(n),
+        "input_noise": jnp.zeros(n),
+    }
+
+
+def _data(cov):
+    return {"cov": jnp.asarray(cov), "factor": jnp.asarray(np.linalg.cholesky(cov))}
+
+
+@pytest.fixture(scope="module")
+def mc_static():
+    return TrainStatic(d=3, n_context=5, r_max=3, mode="monte_carlo", steps=40, batch=16)
+
+
+def test_vmapped_runs_equal_one_at_a_time_and_jit_equals_no_jit(mc_static):
+    trainer = linear_trainer(mc_static)
+    ranks = [1, 2, 3]
+    hyper = _hyper(ranks)
+    keys = jax.random.split(jax.random.key(0), 3)
+    batched, m_batched = jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))(
+        keys, hyper, _data(COV3)
+    )
+    for i in range(3):
+        one_hyper = jax.tree_util.tree_map(lambda a: a[i], hyper)
+        single, m_single = jax.jit(trainer.train)(keys[i], one_hyper, _data(COV3))
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-9, atol=1e-12),
+            batched, single,
+        )
+        np.testing.assert_allclose(m_batched["loss"][i], m_single["loss"], rtol=1e-9)
+    with jax.disable_jit():
+        eager, _ = trainer.train(keys[1], jax.tree_util.tree_map(lambda a: a[1], hyper), _data(COV3))
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-9, atol=1e-12), batched, eager
+    )
+
+
+def test_chunked_run_equals_one_run(mc_static):
+    """Chunks continue exactly where they stopped (same data keys, same schedule).
+
+    Different chunkings compile to different XLA programs, so agreement is to
+    rounding (1e-12); the same chunking after a host round trip is bitwise equal.
+    """
+    trainer = linear_trainer(mc_static)
+    hyper = jax.tree_util.tree_map(lambda a: a[1], _hyper([1, 2]))
+    key = jax.random.key(3)
+    whole, _ = jax.jit(trainer.train)(key, hyper, _data(COV3))
+    run = jax.jit(trainer.run, static_argnums=3)
+    state = trainer.init(key, hyper, _data(COV3))
+    for n_steps in (15, 15, 10):
+        state, _ = run(state, hyper, _data(COV3), n_steps)
+    chunked = trainer.averaged_params(state)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14), whole, chunked
+    )
+    # Resume: stop after 2 chunks, move the state through host memory, continue.
+    state = trainer.init(key, hyper, _data(COV3))
+    state, _ = run(state, hyper, _data(COV3), 20)
+    uninterrupted, _ = run(state, hyper, _data(COV3), 20)
+    restored = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)) if not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a, state)
+    resumed, _ = run(restored, hyper, _data(COV3), 20)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, uninterrupted.params, resumed.params)
+
+
+def test_one_compile_for_all_ranks_and_learning_rates():
+    cov = np.diag(CANONICAL_LAMBDA[:4])
+    before = trace_count()
+    common = {"steps": 20, "eval_prompts": 64, "r_max": 4}
+    linear.train(jax.random.key(0), cov, 10, [1, 2], learning_rate=0.01, **common)
+    middle = trace_count()
+    linear.train(jax.random.key(1), cov, 10, [3, 4], learning_rate=0.03, **common)
+    assert middle - before <= 1
+    assert trace_count() == middle  # same static shape: no new trace
+
+
+def test_population_mode_reaches_every_rank_optimum():
+    u = random_rotation(7, 8)
+    cov = (u * CANONICAL_LAMBDA) @ u.T
+    res = linear.train(
+        jax.random.key(0), cov, CANONICAL_N, range(1, 9), mode="population", steps=3000,
+        learning_rate=0.05, init_scale=0.1, eval_prompts=4096,
+    )
+    assert res.verdict == ["optimum_reached"] * 8
+    np.testing.assert_allclose(res.risk, linear.optimal_risks(cov, CANONICAL_N)[1:], rtol=1e-7)
+    assert np.max(res.gamma_error) < 1e-4
+    # Each run's Γ is the rank-r optimum of the oracle (an independent computation).
+    for r, g in zip(res.rank, res.gamma):
+        np.testing.assert_allclose(g, linear.optimal_gamma(cov, CANONICAL_N, r), atol=1e-4)
+
+
+def test_monte_carlo_mode_reaches_optimum_small():
+    """Fresh-prompt training on d = 3: test risk within 4 SE of L_r (SE of the test set)."""
+    res = linear.train(
+        jax.random.key(1), COV3, 10, [1, 2, 3], mode="monte_carlo", parametrization="block",
+        steps=1500, batch=128, learning_rate=0.02, init_scale=0.3, eval_prompts=50000,
+    )
+    opt = linear.optimal_risks(COV3, 10)
+    for r, risk, se in zip(res.rank, res.test_risk, res.test_se):
+        assert abs(risk - opt[r]) < 4 * se, (r, risk, opt[r], se)
+    assert res.verdict == ["optimum_reached"] * 3
+
+
+def test_spurious_rank_one_configuration_is_detected():
+    """The spec's trap: v_y = 0, label routed through the y-row of W^KQ -> risk L_1, not L_r."""
+    d, n = 3, 10
+    gamma1 = linear.optimal_gamma(COV3, n, 1)
+    lam, u = linear.eigh_descending(COV3)
+    # Γ = K_yxᵀ v_xᵀ with K_yx = γ₁ u₁ᵀ, v_x = u₁ᵀ.
+    w_pv = np.zeros((d + 1, d + 1))
+    w_pv[d, :d] = u[:, 0]
+    a = np.zeros((d + 1, 3))
+    b = np.zeros((d + 1, 3))
+    a[d, 0] = 1.0
+    b[:d, 0] = gamma1 @ u[:, 0]
+    params = {"weights": {"w_pv": jnp.asarray(w_pv), "a": jnp.asarray(a), "b": jnp.asarray(b)},
+              "rank_mask": lsa.rank_mask(3, 3)}
+    np.testing.assert_allclose(lsa.effective_gamma(params), gamma1, atol=1e-12)
+    stacked = jax.tree_util.tree_map(lambda x: x[None], params)
+    risk, se = linear.evaluate(jax.random.key(0), stacked, COV3, n, n_prompts=100000)
+    assert abs(risk[0, 0] - linear.optimal_risk(COV3, n, 1)) < 4 * se[0, 0]
+    verdict, stuck = classify_runs(risk[:, 0], se[:, 0], [3], linear.optimal_risks(COV3, n))
+    assert verdict == ["stuck_at_rank_k"] and stuck[0] == 1
+
+
+def test_classify_runs():
+    opt = np.array([10.0, 6.0, 4.0, 3.5])
+    risk = np.array([4.01, 6.02, np.nan, 5.0, 3.5])
+    verdict, stuck = classify_runs(risk, np.zeros(5), [2, 3, 3, 3, 3], opt)
+    assert verdict == [
+        "optimum_reached", "stuck_at_rank_k", "diverged", "not_converged", "optimum_reached",
+    ]
+    assert list(stuck) == [-1, 1, -1, -1, -1]
+
+
+def test_diverged_run_is_reported():
+    res = linear.train(
+        jax.random.key(0), COV3, 10, [2], mode="monte_carlo", steps=30, batch=8,
+        learning_rate=1e200, init_scale=1.0, schedule="constant", eval_prompts=64,
+    )
+    assert res.verdict == ["diverged"]
+
+
+def test_evaluate_matches_oracle_under_noise():
+    cov = np.diag([2.0, 1.0, 0.3])
+    n = 10
+    params = lsa.init(jax.random.key(0), lsa.LSAConfig(3, 2), rank=2, scale=0.5)
+    stacked = jax.tree_util.tree_map(lambda x: x[None], params)
+    s2 = np.array([0.0, 4.0, 0.0])
+    sx2 = np.array([0.0, 0.0, 1.0])
+    mean, se = linear.evaluate(jax.random.key(2), stacked, cov, n, label_noise=s2,
+                               input_noise=sx2, n_prompts=200000)
+    gamma = np.asarray(lsa.effective_gamma(params))
+    for j in range(3):
+        want = linear.population_risk(gamma, cov, n, label_noise=s2[j], input_noise=sx2[j])
+        assert abs(mean[0, j] - want) < 4 * se[0, j], (j, mean[0, j], want, se[0, j])
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"ranks": [0]}, "ranks"),
+        ({"ranks": [4]}, "ranks"),
+        ({"mode": "exact"}, "mode"),
+        ({"parametrization": "full", "mode": "population"}, "parametrization"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"seeds": 0}, "seeds"),
+        ({"steps": 0}, "steps"),
+        ({"n_context": 0}, "n_context"),
+        ({"train_label_noise": -0.1}, "train_label_noise"),
+    ],
+)
+def test_train_validation(kwargs, field):
+    args = {"ranks": [1], "n_context": 5}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=field):
+        linear.train(jax.random.key(0), COV3, args.pop("n_context"), args.pop("ranks"), **args)
