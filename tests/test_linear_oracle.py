@@ -126,7 +126,7 @@ def test_spec_gradient_matches_finite_differences():
     assert np.max(np.abs(fd - grad)) <= 1e-8 * max(1.0, np.max(np.abs(grad)))
 
 
-def _minimise_factorised(cov, n, r, rng, starts=4):
+def _minimise_factorised(cov, n, r, rng, starts=3):
     d = cov.shape[0]
 
     def fun(z):
@@ -144,7 +144,7 @@ def _minimise_factorised(cov, n, r, rng, starts=4):
             z0,
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
+            options={"maxiter": 3000, "ftol": 1e-13, "gtol": 1e-8, "maxcor": 20},
         )
         if best is None or res.fun < best.fun:
             best = res
@@ -153,7 +153,7 @@ def _minimise_factorised(cov, n, r, rng, starts=4):
     return best.fun, a @ b.T
 
 
-@settings(max_examples=15)
+@settings(max_examples=10)
 @given(
     lam=spectra(min_d=2, max_d=5),
     seed=st.integers(0, 2**31 - 1),
@@ -190,7 +190,7 @@ MC_TASK = np.array([1.5, -0.5, 0.8, -1.1])
 
 MC_CASES = {
     "clean": {},
-    "label_noise": {"label_noise": 2.0},
+    "label_noise": {"label_noise": 4.0},
     "input_noise": {"input_noise": 0.8},
     "both_noises": {"label_noise": 1.5, "input_noise": 0.6},
     "fixed_task": {"task": MC_TASK},
@@ -204,7 +204,7 @@ def _mc_setup():
     rng = np.random.default_rng(777)
     gammas = {
         "optimal": linear.optimal_gamma(cov, MC_N, MC_RANK),
-        "random": 0.4 * rng.standard_normal((MC_D, MC_D)),  # arbitrary, non-symmetric
+        "random": 0.25 * rng.standard_normal((MC_D, MC_D)),  # arbitrary, non-symmetric
     }
     assert np.max(np.abs(gammas["random"] - gammas["random"].T)) > 0.1
     return cov, gammas
@@ -240,11 +240,12 @@ def test_population_risk_matches_monte_carlo(case, which_gamma):
         f"{case}/{which_gamma}: MC mean {mean:.5f} vs exact {exact:.5f}, "
         f"SE {se:.5f} ({MC_BATCH} prompts), z = {(mean - exact) / se:.2f}"
     )
-    # Power: the noise effect is resolvable, so an oracle that ignored the noise
-    # (or the fixed task) would fail the check above.
+    # Power: the effect under test is resolvable, so an oracle that ignored the noise
+    # (or, without noise, the fixed task) would fail the check above.
     if kw:
-        clean = linear.population_risk(gamma, cov, MC_N)
-        assert abs(exact - clean) > 10.0 * se, (case, which_gamma, exact, clean, se)
+        reduced = {k: v for k, v in kw.items() if k == "task"} if len(kw) > 1 else {}
+        baseline = linear.population_risk(gamma, cov, MC_N, **reduced)
+        assert abs(exact - baseline) > 8.0 * se, (case, which_gamma, exact, baseline, se)
 
 
 def test_sample_prompts_structure():

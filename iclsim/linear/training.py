@@ -33,6 +33,7 @@ __all__ = [
     "train",
     "evaluate",
     "classify_runs",
+    "assess_runs",
     "relative_gamma_error",
 ]
 
@@ -205,13 +206,17 @@ def classify_runs(risk, risk_se, ranks, optimal_risks, *, rtol=0.1, n_se=3.0):
       trap shows up as ``stuck_at_rank_k`` with k = 1);
     * ``not_converged``: anything else.
 
+    ``optimal_risks`` is one ladder (d+1,) or one per run (runs, d+1).
     Returns ``(verdicts, stuck_rank)`` with ``stuck_rank = -1`` unless stuck.
     """
-    opt = np.asarray(optimal_risks, float)
-    gaps = opt[:-1] - opt[1:]
-    gaps = np.concatenate([gaps[:1], gaps])  # stuck at rank 0 uses the first gap
+    ladders = np.asarray(optimal_risks, float)
+    if ladders.ndim == 1:
+        ladders = np.broadcast_to(ladders, (len(ranks), ladders.size))
     verdicts, stuck = [], np.full(len(ranks), -1)
     for i, (value, se, r) in enumerate(zip(risk, risk_se, ranks)):
+        opt = ladders[i]
+        gaps = opt[:-1] - opt[1:]
+        gaps = np.concatenate([gaps[:1], gaps])  # stuck at rank 0 uses the first gap
         se = 0.0 if not np.isfinite(se) else se
         tol = n_se * se + rtol * gaps
         if not np.isfinite(value):
@@ -226,6 +231,52 @@ def classify_runs(risk, risk_se, ranks, optimal_risks, *, rtol=0.1, n_se=3.0):
             else:
                 verdicts.append("not_converged")
     return verdicts, stuck
+
+
+def assess_runs(params, loss, cov, n_context, ranks, train_label_noise, *, parametrization,
+                eval_key, eval_prompts, rtol=0.1):
+    """Post-training assessment of a batch of runs (host side, float64).
+
+    Per run: effective Γ, the final risk (exact population risk of Γ for the
+    reduced/block parametrisations, Monte Carlo test risk on the training
+    distribution for the full LSA), the Monte Carlo test risk with its SE, the
+    relative Γ error and the verdict against the ladder L_0..L_d of the run's
+    training distribution (Theorem A, B(d)).  Non-finite runs are ``diverged``.
+    """
+    ranks = np.asarray(ranks)
+    train_label_noise = np.asarray(train_label_noise, float)
+    n_runs = len(ranks)
+    gamma = np.asarray(jax.vmap(lsa.effective_gamma)(params), float)
+    finite = np.isfinite(gamma).all(axis=(1, 2)) & np.isfinite(loss).all(axis=1)
+    test_risk, test_se = np.full(n_runs, np.nan), np.full(n_runs, np.nan)
+    for level in np.unique(train_label_noise):
+        sel = np.flatnonzero(train_label_noise == level)
+        sub = jax.tree_util.tree_map(lambda a: a[sel], params)
+        m, se = evaluate(eval_key, sub, cov, n_context, label_noise=level, n_prompts=eval_prompts)
+        test_risk[sel], test_se[sel] = m[:, 0], se[:, 0]
+    if parametrization == "full":
+        risk, risk_se = test_risk.copy(), test_se.copy()
+    else:
+        risk = np.array([
+            oracle.population_risk(g, cov, n_context, label_noise=s2) if ok else np.nan
+            for g, ok, s2 in zip(gamma, finite, train_label_noise)
+        ])
+        risk_se = np.zeros(n_runs)
+    risk = np.where(finite, risk, np.nan)
+    ladder = np.array([
+        oracle.optimal_risks(cov, n_context, label_noise=s2, pretrain_label_noise=s2)
+        for s2 in train_label_noise
+    ])
+    verdict, stuck = classify_runs(risk, risk_se, ranks, ladder, rtol=rtol)
+    err = np.array([
+        relative_gamma_error(g[None], cov, n_context, [r], pretrain_label_noise=s2)[0]
+        for g, r, s2 in zip(gamma, ranks, train_label_noise)
+    ])
+    return {
+        "gamma": gamma, "risk": risk, "risk_se": risk_se, "test_risk": test_risk,
+        "test_se": test_se, "gamma_error": err, "ladder": ladder, "verdict": verdict,
+        "stuck_rank": stuck, "finite": finite,
+    }
 
 
 def _as_levels(label_noise, input_noise):
@@ -372,33 +423,16 @@ def train(
     params = jax.block_until_ready(params)
     wall = time.perf_counter() - start
 
-    gamma = np.asarray(jax.vmap(lsa.effective_gamma)(params), float)
     loss = np.asarray(metrics["loss"], float)
-    finite = np.isfinite(gamma).all(axis=(1, 2)) & np.isfinite(loss).all(axis=1)
-    test_risk, test_se = evaluate(
-        eval_key, params, cov, n, label_noise=train_label_noise, n_prompts=eval_prompts,
+    out = assess_runs(
+        params, loss, cov, n, run_rank, np.full(n_runs, float(train_label_noise)),
+        parametrization=parametrization, eval_key=eval_key, eval_prompts=eval_prompts, rtol=rtol,
     )
-    test_risk, test_se = test_risk[:, 0], test_se[:, 0]
-    if parametrization == "full":
-        risk, risk_se = test_risk.copy(), test_se.copy()
-    else:
-        risk = np.array(
-            [
-                oracle.population_risk(g, cov, n, label_noise=train_label_noise) if ok else np.nan
-                for g, ok in zip(gamma, finite)
-            ]
-        )
-        risk_se = np.zeros(n_runs)
-    risk = np.where(finite, risk, np.nan)
-    opt = oracle.optimal_risks(
-        cov, n, label_noise=train_label_noise, pretrain_label_noise=train_label_noise
-    )
-    verdict, stuck = classify_runs(risk, risk_se, run_rank, opt, rtol=rtol)
-    err = relative_gamma_error(gamma, cov, n, run_rank, pretrain_label_noise=train_label_noise)
     return LinearTrainResult(
-        rank=run_rank, seed=run_seed, params=params, gamma=gamma, loss=loss, risk=risk,
-        risk_se=risk_se, test_risk=test_risk, test_se=test_se, gamma_error=err,
-        optimal_risks=opt, verdict=verdict, stuck_rank=stuck, static=static, wall_time=wall,
+        rank=run_rank, seed=run_seed, params=params, gamma=out["gamma"], loss=loss,
+        risk=out["risk"], risk_se=out["risk_se"], test_risk=out["test_risk"],
+        test_se=out["test_se"], gamma_error=out["gamma_error"], optimal_risks=out["ladder"][0],
+        verdict=out["verdict"], stuck_rank=out["stuck_rank"], static=static, wall_time=wall,
         hyper={"learning_rate": learning_rate, "init_scale": init_scale,
                "train_label_noise": train_label_noise},
     )

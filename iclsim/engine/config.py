@@ -1,0 +1,233 @@
+"""Sweep files: TOML parsed into frozen, validated dataclasses.
+
+A schema is a tree of frozen dataclasses whose fields carry ``metadata`` with a
+``help`` text and optionally ``choices``, ``lo``/``hi`` bounds (inclusive) and
+``min_len``.  :func:`parse` turns a TOML table into the schema, and every error —
+unknown key, wrong type, value out of range — is a :class:`ConfigError` whose
+one-line message names the dotted key and what is allowed.  :func:`apply_overrides`
+applies ``key=value`` strings (the CLI's ``--set``), with values parsed as TOML
+and type-checked against the same schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+import types
+import typing
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "spec",
+    "parse",
+    "load_toml",
+    "apply_overrides",
+    "to_dict",
+    "config_hash",
+    "describe",
+]
+
+
+class ConfigError(ValueError):
+    """A sweep file or override that does not fit the schema (one-line message)."""
+
+
+def spec(default, help: str, *, choices=None, lo=None, hi=None, min_len=None):
+    """A dataclass field with schema metadata (``default`` may be a tuple)."""
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "min_len": min_len}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _type_hints(cls):
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (inner, _) = typing.get_args(tp)
+        return f"list of {_type_name(inner)}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def _coerce_scalar(key, tp, value):
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - schema error
+        raise TypeError(f"unsupported schema type {tp!r} for {key}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _check_meta(key, value, meta):
+    items = value if isinstance(value, tuple) else (value,)
+    choices, lo, hi = meta.get("choices"), meta.get("lo"), meta.get("hi")
+    for item in items:
+        if choices is not None and item not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            raise ConfigError(f"{key}: {item!r} is not allowed; choose one of {allowed}")
+        if lo is not None and item < lo:
+            raise ConfigError(f"{key}: {item!r} is out of range; allowed {_range(lo, hi)}")
+        if hi is not None and item > hi:
+            raise ConfigError(f"{key}: {item!r} is out of range; allowed {_range(lo, hi)}")
+    min_len = meta.get("min_len")
+    if min_len is not None and isinstance(value, tuple) and len(value) < min_len:
+        raise ConfigError(f"{key}: needs at least {min_len} value(s), got {len(value)}")
+
+
+def _range(lo, hi):
+    return f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+
+
+def _coerce(key, tp, value, meta):
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if not isinstance(value, (list, tuple)):
+            value = [value]  # a scalar is a one-element list
+        out = tuple(_coerce_scalar(f"{key}[{i}]", inner, v) for i, v in enumerate(value))
+    elif origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        errors = []
+        for arg in args:
+            try:
+                return _coerce(key, arg, value, meta)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    elif _is_dataclass_type(tp):
+        return parse(tp, value, prefix=key)
+    else:
+        out = _coerce_scalar(key, tp, value)
+    _check_meta(key, out, meta)
+    return out
+
+
+def parse(cls, data: dict | None, *, prefix: str = ""):
+    """Build the frozen dataclass ``cls`` from a (TOML) dict, validating every key."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'sweep'}: expected a table, got {type(data).__name__}")
+    hints = _type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            allowed = ", ".join(fields)
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{where}: unknown key; allowed keys here: {allowed}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _coerce(key, hints[name], data[name], dict(f.metadata))
+        elif _is_dataclass_type(hints[name]):
+            kwargs[name] = parse(hints[name], {}, prefix=key)
+    try:
+        obj = cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix or 'sweep'}: {exc}") from None
+    return obj
+
+
+def load_toml(path) -> dict:
+    """Read a TOML file; a syntax error becomes a one-line :class:`ConfigError`."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such sweep file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string
+
+
+def apply_overrides(data: dict, overrides) -> dict:
+    """Return a copy of the raw dict with ``a.b.c=value`` overrides applied (values as TOML)."""
+    data = json.loads(json.dumps(data))
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=500")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part} is not a table")
+        node[parts[-1]] = _parse_value(text.strip())
+    return data
+
+
+def to_dict(obj) -> dict:
+    """The resolved config as plain JSON-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def config_hash(obj, *, exclude=("output_dir",)) -> str:
+    """Stable 12-hex-digit hash of the resolved config (fields in ``exclude`` ignored)."""
+    data = {k: v for k, v in to_dict(obj).items() if k not in exclude}
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def describe(cls, prefix: str = "") -> list[str]:
+    """One line per key: ``key (type, default): help`` — for ``--help`` texts and docs."""
+    lines = []
+    hints = _type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            lines.append(f"[{key}]")
+            lines.extend(describe(tp, key))
+            continue
+        meta = f.metadata
+        extra = []
+        if meta.get("choices"):
+            extra.append("one of " + "/".join(map(str, meta["choices"])))
+        if meta.get("lo") is not None:
+            extra.append(_range(meta["lo"], meta.get("hi")))
+        default = f.default if f.default is not dataclasses.MISSING else None
+        bits = ", ".join([_type_name(tp), f"default {default!r}", *extra])
+        lines.append(f"  {key} ({bits}): {meta.get('help', '')}")
+    return lines
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def replace(obj, **changes) -> Any:
+    return dataclasses.replace(obj, **changes)
