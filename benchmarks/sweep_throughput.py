@@ -81,6 +81,13 @@ def n_cores() -> int:
         return os.cpu_count() or 1
 
 
+def load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):  # pragma: no cover - non-Unix
+        return "n/a"
+
+
 def spectrum(d: int) -> np.ndarray:
     if d == len(CANONICAL_SPECTRUM):
         return np.asarray(CANONICAL_SPECTRUM)
@@ -333,6 +340,8 @@ def main(argv=None):
     if torch is not None:
         versions += f", torch {torch.__version__}"
     print(f"  {versions}, python {platform.python_version()}, {n_cores()} cores")
+    print(f"  1-min load average at start: {load_average()} "
+          "(other processes on the cores slow every row and make timings noisy)")
     print(f"  normals per run-step = batch·((N+1)·d + d) = {per_step:,}; "
           f"total = {total_normals:.3e}")
     sys.stdout.flush()
@@ -387,7 +396,7 @@ def main(argv=None):
               f"{100 * rate / floor_rate:>8.1f}%{vs_c:>9}{vs_b:>9}{tl_s:>11}")
     print()
     print(f"compile (excluded above): (a) {compile_a:.2f} s, (b) {compile_b:.2f} s")
-    print(f"(d) measured on {floor_steps} steps × {r} runs: {floor_wall:.2f} s"
+    print(f"(d) measured on {floor_steps} steps × {r} runs: {floor_wall:.2f} s (best of 3)"
           + (", scaled to the full step count" if floor_steps < steps else ""))
     if torch_note:
         print(torch_note)
@@ -402,6 +411,7 @@ def main(argv=None):
         verdict.insert(0, f"(a) vs (c) = {rows['c'][1] / wall_a:.1f}x "
                           f"({'met' if target_c else 'NOT met'}, target >= 10x)")
     print("target: " + "; ".join(verdict))
+    print(f"1-min load average at end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,144 @@
+"""The ``iclsim`` command: run sweeps, show and plot stored results.
+
+    iclsim run SWEEP.toml [--set key=value ...] [--quiet] [--distributed]
+    iclsim show RESULTS
+    iclsim plot RESULTS [--out DIR] [--format png --format pdf]
+    iclsim keys [SETTING]
+
+Errors in sweep files and overrides are one line naming the key and what is
+allowed, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from iclsim.engine.config import ConfigError, apply_overrides, describe, load_toml, parse
+
+SETTINGS = ("linear",)
+
+
+def _setting(name):
+    if name == "linear":
+        from iclsim.linear.sweep import LINEAR
+
+        return LINEAR
+    raise ConfigError(f"setting: {name!r} is not allowed; choose one of {', '.join(SETTINGS)}")
+
+
+def load_config(path, overrides=()):
+    """Parse a sweep file (plus ``key=value`` overrides) into its setting's config."""
+    raw = apply_overrides(load_toml(path), overrides)
+    setting = _setting(raw.get("setting", "linear"))
+    return setting, parse(setting.config_class, raw)
+
+
+def _cmd_run(args) -> int:
+    setting, cfg = load_config(args.sweep, args.set)
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize()
+    from iclsim.engine.sweep import run_sweep
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        outcome = run_sweep(cfg, setting, quiet=args.quiet)
+    print(setting.summary(outcome.dataset))
+    print(f"\nresult:  {outcome.path / 'result.nc'}")
+    for path in outcome.figures:
+        print(f"figure:  {path}")
+    state = "resumed" if outcome.resumed else "fresh"
+    print(f"{state} run, {outcome.compiles} compile(s), wall time {outcome.wall_time:.1f} s")
+    return 0
+
+
+def _load(path):
+    from iclsim.engine.store import load_result
+
+    try:
+        ds = load_result(path)
+    except (FileNotFoundError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot read a result ({exc})") from None
+    return ds, _setting(ds.attrs.get("setting", "linear"))
+
+
+def _cmd_show(args) -> int:
+    ds, setting = _load(args.results)
+    print(setting.summary(ds))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    ds, setting = _load(args.results)
+    src = Path(args.results)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in setting.figures(ds, out, tuple(args.format or ("png", "pdf"))):
+        print(f"figure:  {path}")
+    return 0
+
+
+def _cmd_keys(args) -> int:
+    setting = _setting(args.setting)
+    print(f"Keys of a {setting.name} sweep file (TOML):")
+    print("\n".join(describe(setting.config_class)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iclsim",
+        description="Sweeps of trained in-context learners against their exact oracles.",
+        epilog="Sweep files live in sweeps/ (see docs/sweeps.md); 'iclsim keys' lists every key.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run (or resume) a sweep file",
+                         description="Run a sweep: train every grid point in one compiled program "
+                         "per static shape, evaluate, store result.nc, draw figures. Rerunning the "
+                         "same config resumes from the last checkpoint.")
+    run.add_argument("sweep", help="path to a sweep TOML file, e.g. sweeps/quickstart.toml")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a key, e.g. --set train.steps=500 --set axes.rank=[1,2] "
+                          "(values are TOML; repeatable)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--distributed", action="store_true",
+                     help="call jax.distributed.initialize() first (multi-host; each host runs "
+                          "this same command and writes its own shard)")
+    run.set_defaults(func=_cmd_run)
+    show = sub.add_parser("show", help="print the summary table of a stored result",
+                          description="Print the summary table of a stored result.")
+    show.add_argument("results", help="a sweep output folder or its result.nc")
+    show.set_defaults(func=_cmd_show)
+    plot = sub.add_parser("plot", help="redraw the figures of a stored result",
+                          description="Redraw figures from a stored result (no training).")
+    plot.add_argument("results", help="a sweep output folder or its result.nc")
+    plot.add_argument("--out", help="output folder (default: next to the result)")
+    plot.add_argument("--format", action="append", choices=("png", "pdf", "svg"),
+                      help="figure format (repeatable; default png and pdf)")
+    plot.set_defaults(func=_cmd_plot)
+    keys = sub.add_parser("keys", help="list every key of a sweep file with type and range",
+                          description="List every key of a sweep file.")
+    keys.add_argument("setting", nargs="?", default="linear", choices=SETTINGS)
+    keys.set_defaults(func=_cmd_keys)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"iclsim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iclsim: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,350 @@
+"""Sweep execution: grouped, sharded, chunked, resumable.
+
+A *setting* (``iclsim.linear.sweep.LINEAR`` …) turns a sweep config into
+:class:`Group` s — runs that share one static shape — and knows how to build
+their trainer, assess trained runs and assemble the labelled dataset.  This
+module runs them:
+
+* one compiled program per static shape: the jitted, vmapped ``init`` and
+  chunk ``run`` functions are cached by (static, chunk length, mesh), so a second
+  group of the same shape reuses them (``compiles`` counts traces);
+* the run axis is sharded over all devices (``jax.sharding``: a 1-D mesh named
+  ``runs``, no collectives); groups are padded to a multiple of the device count;
+* steps run in chunks of ``chunk_steps``; after each chunk the state and the
+  loss curve so far are checkpointed atomically, and a progress bar (tqdm, on
+  stderr) is advanced from the host loop;
+* ``run_sweep`` on the same config after an interruption — ``kill -9``
+  included — resumes from the last checkpoint and gives bitwise the results of
+  an uninterrupted run (same chunk programs on the same inputs);
+* multi-host: call :func:`jax.distributed.initialize` first (``iclsim run
+  --distributed``); every host runs this same function, holds the runs of its
+  own devices and writes only its own files (``*.p<process>.*``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import signal
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import iclsim
+from iclsim.engine import store
+from iclsim.engine.config import config_hash, to_dict
+from iclsim.engine.trainer import trace_count
+
+__all__ = [
+    "Group", "Setting", "SweepOutcome", "run_sweep", "sweep_dir", "run_mesh", "pad_group",
+    "DivergedRunWarning",
+]
+
+#: Test hook: SIGKILL this process after this many chunk checkpoints.
+KILL_ENV = "ICLSIM_KILL_AFTER_CHUNKS"
+
+
+class DivergedRunWarning(UserWarning):
+    """Some runs of a sweep produced NaN or inf; they are flagged and left out of aggregates."""
+
+
+@dataclass
+class Group:
+    """Runs sharing one static shape.  Arrays have one row per (padded) run."""
+
+    index: int
+    static: Any
+    hyper: dict
+    seed: np.ndarray
+    run_id: np.ndarray
+    """Flat index of each run in the sweep grid; -1 marks padding rows."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the engine needs from a setting (see ``iclsim.linear.sweep``)."""
+
+    name: str
+    config_class: type
+    groups: Callable  # (cfg) -> list[Group]
+    trainer: Callable  # (static) -> engine Trainer
+    data: Callable  # (cfg, static) -> pytree shared by the runs of a group
+    finalize: Callable  # (cfg, group, rows, params, loss) -> dict of per-run arrays
+    dataset: Callable  # (cfg, per-run arrays keyed by name, with "run_id") -> xr.Dataset
+    describe_run: Callable  # (cfg, run_id) -> str, for warnings
+    summary: Callable  # (ds) -> str
+    figures: Callable  # (ds, out_dir, formats) -> list[Path]
+
+
+@dataclass
+class SweepOutcome:
+    path: Path
+    dataset: Any
+    compiles: int
+    wall_time: float
+    resumed: bool
+    figures: list
+
+
+def run_mesh(devices=None) -> Mesh:
+    """1-D mesh over all (global) devices, axis name ``runs``."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), ("runs",))
+
+
+def sweep_dir(cfg) -> Path:
+    return Path(cfg.output_dir) / f"{cfg.name}-{config_hash(cfg)}"
+
+
+def _git_commit() -> str:
+    here = Path(iclsim.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(trainer_fn, static, n_steps: int, mesh: Mesh):
+    """jit(vmap(init)) and jit(vmap(run n_steps)), sharded over the run axis; cached."""
+    trainer = trainer_fn(static)
+    rows = NamedSharding(mesh, P("runs"))
+    init = jax.jit(jax.vmap(trainer.init, in_axes=(0, 0, None)), out_shardings=rows)
+
+    def chunk(state, hyper, data):
+        return trainer.run(state, hyper, data, n_steps)
+
+    run = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), out_shardings=rows)
+    final = jax.jit(jax.vmap(trainer.averaged_params), out_shardings=rows)
+    return init, run, final
+
+
+def _global(mesh, local: np.ndarray, global_rows: int):
+    """A run-sharded global array from this process's rows."""
+    sharding = NamedSharding(mesh, P("runs"))
+    if jax.process_count() == 1:
+        return jax.device_put(local, sharding)
+    return jax.make_array_from_process_local_data(
+        sharding, local, (global_rows,) + local.shape[1:]
+    )
+
+
+def _local_slice(n_rows: int, mesh: Mesh) -> slice:
+    """Rows of the run axis held by this process's devices (contiguous)."""
+    n_dev = mesh.devices.size
+    per = n_rows // n_dev
+    mine = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
+    return slice(min(mine) * per, (max(mine) + 1) * per)
+
+
+def _local_rows(arr) -> np.ndarray:
+    if jax.process_count() == 1:
+        return np.asarray(arr)
+    parts = {}
+    for shard in arr.addressable_shards:
+        start = shard.index[0].start or 0
+        parts.setdefault(start, np.asarray(shard.data))
+    return np.concatenate([parts[k] for k in sorted(parts)])
+
+
+def _flatten_state(state) -> dict:
+    leaves = jax.tree_util.tree_leaves(state)
+    out = {}
+    for i, leaf in enumerate(leaves):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            out[f"leaf{i}_key"] = _local_rows(jax.random.key_data(leaf))
+        else:
+            out[f"leaf{i}"] = _local_rows(leaf)
+    return out
+
+
+def _restore_state(template, saved: dict, mesh, global_rows):
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    restored = []
+    for i, leaf in enumerate(leaves):
+        if f"leaf{i}_key" in saved:
+            data = _global(mesh, saved[f"leaf{i}_key"], global_rows)
+            restored.append(jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf)))
+        else:
+            restored.append(_global(mesh, saved[f"leaf{i}"], global_rows))
+    return jax.tree_util.tree_unflatten(treedef, restored)
+
+
+def pad_group(group: Group, rows: int) -> Group:
+    """Pad ``group`` to ``rows`` rows with copies of its first run, marked ``run_id = -1``."""
+    n = len(group.run_id)
+    extra = rows - n
+    if extra <= 0:
+        return group
+    take = np.concatenate([np.arange(n), np.zeros(extra, int)])
+    return dataclasses.replace(
+        group,
+        hyper={k: v[take] for k, v in group.hyper.items()},
+        seed=group.seed[take],
+        run_id=np.concatenate([group.run_id, np.full(extra, -1)]),
+    )
+
+
+def _chunks(steps: int, chunk_steps: int) -> list[int]:
+    chunk_steps = min(chunk_steps, steps)
+    sizes = [chunk_steps] * (steps // chunk_steps)
+    if steps % chunk_steps:
+        sizes.append(steps % chunk_steps)
+    return sizes
+
+
+def _progress(total, quiet):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, unit="run-step", unit_scale=True, disable=quiet, dynamic_ncols=True,
+                smoothing=0.1)
+
+
+def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> SweepOutcome:
+    """Run (or resume) the sweep ``cfg`` and return its stored, labelled result."""
+    start = time.perf_counter()
+    out = sweep_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    pid = jax.process_index()
+    suffix = f"p{pid}"
+    resolved = to_dict(cfg)
+    cfg_file = out / "config.json"
+    if cfg_file.exists():
+        previous = json.loads(cfg_file.read_text())
+        if {k: v for k, v in previous.items() if k != "output_dir"} != {
+            k: v for k, v in resolved.items() if k != "output_dir"
+        }:
+            raise RuntimeError(f"{cfg_file}: a different config is stored under this hash")
+    elif pid == 0:
+        store.atomic_write_json(cfg_file, resolved)
+
+    mesh = run_mesh(devices)
+    n_dev = mesh.devices.size
+    groups = [pad_group(g, -(-len(g.run_id) // n_dev) * n_dev) for g in setting.groups(cfg)]
+    kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
+    chunks_written = 0
+    traces_before = trace_count()
+    resumed = False
+    total = sum(int((g.run_id >= 0).sum()) * g.static.steps for g in groups)
+    bar = _progress(total, quiet)
+
+    for gi, group in enumerate(groups):
+        done_file = out / f"group-{group.index:03d}.{suffix}.npz"
+        ckpt_file = out / f"group-{group.index:03d}.ckpt.{suffix}.npz"
+        valid = int((group.run_id >= 0).sum())
+        if done_file.exists():
+            resumed = True
+            if bar is not None:
+                bar.update(valid * group.static.steps)
+            continue
+        steps = group.static.steps
+        sizes = _chunks(steps, cfg.train.chunk_steps)
+        rows = len(group.run_id)
+        local = _local_slice(rows, mesh)
+        data = setting.data(cfg, group.static)
+        root = jax.random.key(cfg.seed)
+        keys_np = np.asarray(jax.random.key_data(jax.vmap(lambda s: jax.random.fold_in(root, s))(
+            jnp.asarray(group.seed))))
+        keys = jax.random.wrap_key_data(_global(mesh, keys_np[local], rows))
+        hyper = {k: _global(mesh, np.asarray(v)[local], rows) for k, v in group.hyper.items()}
+        init_fn = _compiled(setting.trainer, group.static, sizes[0], mesh)[0]
+        state = init_fn(keys, hyper, data)
+        losses, done_chunks = [], 0
+        if ckpt_file.exists():
+            saved = store.load_npz(ckpt_file)
+            state = _restore_state(state, saved, mesh, rows)
+            done_chunks = int(saved["chunks_done"])
+            losses = [saved["loss"]] if saved["loss"].size else []
+            resumed = True
+            if bar is not None:
+                bar.update(valid * sum(sizes[:done_chunks]))
+        for ci in range(done_chunks, len(sizes)):
+            if bar is not None:
+                bar.set_description(f"group {gi + 1}/{len(groups)} chunk {ci + 1}/{len(sizes)}")
+            run_fn = _compiled(setting.trainer, group.static, sizes[ci], mesh)[1]
+            state, chunk_loss = run_fn(state, hyper, data)
+            losses.append(_local_rows(chunk_loss))
+            payload = _flatten_state(state)
+            payload["loss"] = np.concatenate(losses, axis=1)
+            payload["chunks_done"] = np.asarray(ci + 1)
+            store.save_npz(ckpt_file, payload)
+            chunks_written += 1
+            if bar is not None:
+                bar.update(valid * sizes[ci])
+            if kill_after and chunks_written >= kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+        final_fn = _compiled(setting.trainer, group.static, sizes[0], mesh)[2]
+        params = jax.tree_util.tree_map(_local_rows, final_fn(state))
+        loss = np.concatenate(losses, axis=1)
+        run_id = group.run_id[local]
+        keep = run_id >= 0
+        params = jax.tree_util.tree_map(lambda a: a[keep], params)
+        finals = setting.finalize(cfg, group, run_id[keep], params, loss[keep])
+        finals["run_id"] = run_id[keep]
+        store.save_npz(done_file, finals)
+        if ckpt_file.exists():
+            ckpt_file.unlink()
+    if bar is not None:
+        bar.close()
+
+    merged = _merge(out, suffix)
+    diverged = np.flatnonzero(merged["diverged"])
+    if diverged.size:
+        names = "; ".join(setting.describe_run(cfg, int(merged["run_id"][i])) for i in diverged[:10])
+        more = f" and {diverged.size - 10} more" if diverged.size > 10 else ""
+        warnings.warn(
+            f"{diverged.size} run(s) diverged (NaN/inf) and are left out of aggregates: {names}{more}",
+            DivergedRunWarning, stacklevel=2,
+        )
+    ds = setting.dataset(cfg, merged)
+    wall = time.perf_counter() - start
+    compiles = trace_count() - traces_before
+    device = jax.devices()[0]
+    ds.attrs.update({
+        "setting": setting.name,
+        "config": json.dumps(resolved, sort_keys=True),
+        "config_hash": config_hash(cfg),
+        "iclsim_version": iclsim.__version__,
+        "git_commit": _git_commit(),
+        "jax_version": jax.__version__,
+        "device_kind": getattr(device, "device_kind", device.platform),
+        "platform": device.platform,
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "compiles": compiles,
+        "wall_time_s": wall,
+        "resumed": int(resumed),
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
+    name = "result.nc" if jax.process_count() == 1 else f"result.{suffix}.nc"
+    store.save_dataset(out / name, ds)
+    figures = []
+    if pid == 0 and jax.process_count() == 1:
+        figures = setting.figures(ds, out, tuple(cfg.figures.formats))
+    return SweepOutcome(out, ds, compiles, wall, resumed, figures)
+
+
+def _merge(out: Path, suffix: str) -> dict:
+    parts = [store.load_npz(f) for f in sorted(out.glob(f"group-*.{suffix}.npz"))
+             if ".ckpt." not in f.name]
+    keys = parts[0].keys()
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    order = np.argsort(merged["run_id"], kind="stable")
+    return {k: v[order] for k, v in merged.items()}
