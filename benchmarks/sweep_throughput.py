@@ -291,7 +291,8 @@ def bench_torch(torch, args, subset):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=32, help="R, number of runs (default 32)")
-    p.add_argument("--steps", type=int, default=2000, help="Adam steps per run (default 2000)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="Adam steps per run (default 2000, or 200 with --quick)")
     p.add_argument("--batch", type=int, default=256, help="prompts per step (default 256)")
     p.add_argument("--d", type=int, default=8, help="input dimension (default 8)")
     p.add_argument("--n-context", type=int, default=16, help="context length N (default 16)")
@@ -304,10 +305,11 @@ def parse_args(argv=None):
                         "cores, by a 30-step probe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch loop (c)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 200 steps")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 200 steps (an explicit --steps wins)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.steps = 200
+    if args.steps is None:
+        args.steps = 200 if args.quick else 2000
     for name in ("runs", "steps", "batch", "d", "n_context", "floor_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")

@@ -326,6 +326,7 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> Sw
         "jax_version": jax.__version__,
         "device_kind": getattr(device, "device_kind", device.platform),
         "platform": device.platform,
+        "dtype": str(jnp.result_type(float)),
         "device_count": jax.device_count(),
         "process_count": jax.process_count(),
         "compiles": compiles,

@@ -1,0 +1,279 @@
+"""Sweeps: config validation, CLI errors, resume after kill -9, sharding, compile count, store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+from iclsim import cli
+from iclsim.engine import store
+from iclsim.engine.config import ConfigError, apply_overrides, parse
+from iclsim.engine.sweep import DivergedRunWarning, run_sweep
+from iclsim.linear import oracle
+from iclsim.linear.sweep import LINEAR, LinearSweepConfig
+
+SMALL = textwrap.dedent(
+    """
+    name = "small"
+    setting = "linear"
+    seed = 3
+
+    [spectrum]
+    family = "explicit"
+    values = [2.0, 1.0, 0.3]
+    rotation = "random"
+
+    [model]
+    parametrization = "block"
+
+    [train]
+    mode = "monte_carlo"
+    steps = 40
+    batch = 16
+    chunk_steps = 10
+    loss_every = 5
+
+    [axes]
+    rank = [1, 2, 3]
+    seeds = 2
+    learning_rate = [0.02]
+    n_context = [6]
+
+    [eval]
+    label_noise = [0.0, 4.0]
+    n_prompts = 512
+    batch = 256
+
+    [figures]
+    formats = ["png"]
+    """
+)
+
+RESULT_VARS = ("risk", "gamma", "loss", "eval_risk", "eval_se", "test_risk", "verdict")
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL.replace('name = "small"', f'name = "small"\noutput_dir = "{tmp_path / "out"}"'))
+    return path
+
+
+def _cli(*args, env=None):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "iclsim.cli", *args], capture_output=True,
+                          text=True, env=full_env, timeout=600)
+
+
+def _config(path, *overrides):
+    return cli.load_config(path, overrides)[1]
+
+
+# ---------------------------------------------------------------- config and CLI errors
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.stepz=3", "train.stepz: unknown key"),
+        ("train.steps='many'", "train.steps: expected integer"),
+        ("train.steps=0", "train.steps: 0 is out of range"),
+        ("model.parametrization='diag'", "model.parametrization: 'diag' is not allowed"),
+        ("axes.rank=[1, 9]", "axes.rank: 9 is out of range"),
+        ("axes.learning_rate=[-1.0]", "axes.learning_rate: -1.0 is out of range"),
+        ("eval.label_noise=[-1.0]", "eval.label_noise: -1.0 is out of range"),
+        ("axes.rank=[2, 2]", "axes.rank: values must be distinct"),
+        ("setting='quantum'", "setting: 'quantum' is not allowed"),
+    ],
+)
+def test_bad_keys_give_one_clear_error(sweep_file, override, key):
+    with pytest.raises(ConfigError) as info:
+        _config(sweep_file, override)
+    message = str(info.value)
+    assert key in message and "\n" not in message
+
+
+def test_population_mode_rejects_full_lsa(sweep_file):
+    with pytest.raises(ConfigError, match="model.parametrization"):
+        _config(sweep_file, "model.parametrization='full'", "train.mode='population'")
+
+
+def test_overrides_are_typed(sweep_file):
+    cfg = _config(sweep_file, "train.steps=20", "axes.rank=[1,3]", "axes.learning_rate=0.5")
+    assert cfg.train.steps == 20 and cfg.axes.rank == (1, 3) and cfg.axes.learning_rate == (0.5,)
+    assert apply_overrides({}, ["a.b=word"]) == {"a": {"b": "word"}}
+
+
+def test_cli_error_is_one_line_and_exit_2(sweep_file):
+    proc = _cli("run", str(sweep_file), "--set", "train.steps=-5")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "iclsim: error: train.steps: -5 is out of range; allowed [1, 10000000]"
+    ]
+    missing = _cli("run", "no/such/file.toml")
+    assert missing.returncode == 2 and "no such sweep file" in missing.stderr
+
+
+def test_cli_help_lists_commands():
+    proc = _cli("--help")
+    assert proc.returncode == 0
+    for word in ("run", "show", "plot", "keys"):
+        assert word in proc.stdout
+    keys = _cli("keys")
+    assert "train.chunk_steps" in keys.stdout and "axes.rank" in keys.stdout
+
+
+def test_every_preset_parses():
+    root = os.path.join(os.path.dirname(__file__), "..", "sweeps")
+    for name in sorted(os.listdir(root)):
+        if name.endswith(".toml"):
+            setting, cfg = cli.load_config(os.path.join(root, name))
+            assert cfg.name and setting.name == cfg.setting
+
+
+# ---------------------------------------------------------------- running
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of the small sweep (module-scoped: reused by several tests)."""
+    out = tmp_path_factory.mktemp("ref")
+    cfg = parse(LinearSweepConfig, apply_overrides(
+        __import__("tomllib").loads(SMALL), [f"output_dir='{out}'"]))
+    outcome = run_sweep(cfg, LINEAR, quiet=True)
+    return cfg, outcome
+
+
+def test_result_is_labelled_and_loads(reference):
+    cfg, outcome = reference
+    ds = store.load_result(outcome.path)
+    assert set(RESULT_VARS) <= set(ds.data_vars)
+    assert ds["risk"].dims == ("n_context", "rank", "seed", "learning_rate", "init_scale",
+                               "train_label_noise")
+    assert list(ds["rank"].values) == [1, 2, 3] and list(ds.label_noise.values) == [0.0, 4.0]
+    assert json.loads(ds.attrs["config"])["train"]["steps"] == 40
+    for attr in ("iclsim_version", "git_commit", "jax_version", "device_kind", "compiles"):
+        assert attr in ds.attrs
+    frame = ds["risk"].to_dataframe()
+    assert len(frame) == 3 * 2
+    # The oracle values stored beside the simulation are the oracle's (independent call).
+    cov = cfg.spectrum.covariance()
+    want = oracle.optimal_risk(cov, 6, 2, label_noise=4.0)
+    got = float(ds["oracle_risk"].sel(n_context=6, rank_all=2, train_label_noise=0.0,
+                                      label_noise=4.0, input_noise=0.0))
+    assert got == pytest.approx(want, rel=1e-12)
+    assert outcome.compiles == 1  # one program for all ranks, seeds and chunks
+    assert [p.suffix for p in outcome.figures] and all(p.exists() for p in outcome.figures)
+
+
+def test_show_and_plot_from_stored_result(reference, tmp_path):
+    _, outcome = reference
+    proc = _cli("show", str(outcome.path))
+    assert proc.returncode == 0 and "L_r" in proc.stdout
+    proc = _cli("plot", str(outcome.path / "result.nc"), "--out", str(tmp_path), "--format", "png")
+    assert proc.returncode == 0
+    assert (tmp_path / "linear_risk_vs_label_noise.png").exists()
+
+
+def test_kill_minus_9_then_resume_is_bitwise_equal(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    uninterrupted = _cli("run", str(path), "--quiet", "--set", f"output_dir='{tmp_path / 'ref'}'")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    out = tmp_path / "resume"
+    args = ("run", str(path), "--quiet", "--set", f"output_dir='{out}'")
+    killed = _cli(*args, env={"ICLSIM_KILL_AFTER_CHUNKS": "2"})
+    assert killed.returncode == -signal.SIGKILL
+    folder = next(out.iterdir())
+    assert list(folder.glob("group-000.ckpt.p0.npz")), "the checkpoint of chunk 2 is on disk"
+    assert not list(folder.glob("result*.nc"))
+    assert not list(folder.glob(".*.tmp"))  # nothing half-written left behind
+    resumed = _cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed run" in resumed.stdout
+    got = store.load_result(folder)
+    ref = store.load_result(next((tmp_path / "ref").iterdir()))
+    for name in RESULT_VARS:
+        np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=name)
+
+
+SHARD_SCRIPT = textwrap.dedent(
+    """
+    import sys, tomllib, jax
+    from iclsim.engine.config import apply_overrides, parse
+    from iclsim.engine.sweep import run_sweep
+    from iclsim.linear.sweep import LINEAR, LinearSweepConfig
+    raw = apply_overrides(tomllib.loads(open(sys.argv[1]).read()), [f"output_dir='{sys.argv[2]}'"])
+    out = run_sweep(parse(LinearSweepConfig, raw), LINEAR, quiet=True)
+    print(jax.device_count(), out.path)
+    """
+)
+
+
+def test_sharded_equals_unsharded(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL.replace("seeds = 2", "seeds = 1"))  # 3 runs: padded to 4 devices
+    results = {}
+    for devices in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                   JAX_PLATFORMS="cpu")
+        proc = subprocess.run([sys.executable, "-c", SHARD_SCRIPT, str(path), str(tmp_path / f"d{devices}")],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        count, folder = proc.stdout.split()[-2:]
+        assert int(count) == devices
+        results[devices] = store.load_result(folder)
+    assert results[4].attrs["device_count"] == 4
+    for name in ("risk", "gamma", "loss", "eval_risk"):
+        np.testing.assert_allclose(results[4][name].values, results[1][name].values,
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_groups_of_same_shape_compile_once(tmp_path):
+    raw = apply_overrides(__import__("tomllib").loads(SMALL), [
+        f"output_dir='{tmp_path}'", "train.max_group_runs=2", "train.steps=20",
+    ])
+    cfg = parse(LinearSweepConfig, raw)
+    assert len(LINEAR.groups(cfg)) == 3  # 6 runs in groups of 2
+    outcome = run_sweep(cfg, LINEAR, quiet=True)
+    assert outcome.compiles <= 1  # 0 if an earlier test compiled the same shape
+
+
+def test_diverged_run_is_flagged_and_left_out(tmp_path):
+    raw = apply_overrides(__import__("tomllib").loads(SMALL), [
+        f"output_dir='{tmp_path}'", "axes.learning_rate=[0.02, 1e300]", "train.schedule='constant'",
+        "axes.rank=[2]",
+    ])
+    cfg = parse(LinearSweepConfig, raw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outcome = run_sweep(cfg, LINEAR, quiet=True)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DivergedRunWarning)]
+    assert messages and "learning_rate=1e+300" in messages[0]
+    ds = outcome.dataset
+    assert ds["diverged"].sel(learning_rate=1e300).all()
+    assert (ds["verdict"].sel(learning_rate=1e300) == "diverged").all()
+    assert not ds["diverged"].sel(learning_rate=0.02).any()
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x.npz"
+
+    class Boom(Exception):
+        pass
+
+    def bad_writer(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(b"half")
+        raise Boom
+
+    with pytest.raises(Boom):
+        store._atomic(target, bad_writer)
+    assert list(tmp_path.iterdir()) == []
+    store.save_npz(target, {"a": np.arange(3)})
+    np.testing.assert_array_equal(store.load_npz(target)["a"], np.arange(3))
