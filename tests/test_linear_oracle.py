@@ -604,13 +604,19 @@ def test_best_rank_with_input_noise(covs, n, s2, sx2):
 
 
 def test_best_rank_smallest_argmin_on_exact_plateau():
-    """With Γ_r risks exactly flat in r (σ² = τ_i built so the step is exactly 0), r* is the smallest."""
-    # λ = (1, 1): both directions have the same τ = (N+1) + 2; choose N = 2 → τ = 5 exactly,
-    # and the steps (N λ²/D)(σ²/D − 1) vanish in floating point (σ²/D == 1 exactly).
+    """At an exact tie of the risks in r, r* is the smallest minimiser.
+
+    λ = (1, 1), N = 1: t = 2, τ₁ = τ₂ = (N+1)·1 + t = 4, γ = 1/4, and at σ² = 4 every step
+    γ²λ((N+1)/N λ² + (t+σ²)/N λ) − 2γλ² = (1/16)(2 + 6) − 1/2 = 0 involves only dyadic
+    numbers, so R_0 = R_1 = R_2 holds exactly in floating point (checked below).
+    """
     cov = np.eye(2)
-    risks = linear.optimal_risks(cov, 2, label_noise=5.0)
-    assert risks[0] == risks[1] == risks[2]  # exact plateau (precondition of this test)
-    assert linear.best_rank(cov, 2, label_noise=5.0).rank == 0
+    risks = linear.optimal_risks(cov, 1, label_noise=4.0)
+    assert risks[0] == risks[1] == risks[2] == 2.0
+    assert linear.best_rank(cov, 1, label_noise=4.0).rank == 0
+    # Just below / above the common threshold: both directions help / neither does.
+    assert linear.best_rank(cov, 1, label_noise=3.999).rank == 2
+    assert linear.best_rank(cov, 1, label_noise=4.001).rank == 0
 
 
 # --------------------------------------------------------------------------------------

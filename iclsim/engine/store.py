@@ -107,16 +107,18 @@ def result_files(path) -> list[Path]:
 def load_result(path):
     """Load a sweep result (a ``result.nc`` file or a sweep folder) as an xarray Dataset.
 
-    Multi-host sweeps write one ``result.p<k>.nc`` per host; they are combined
-    (each holds its own runs, NaN elsewhere).
+    Multi-host sweeps write one ``result.p<k>.nc`` per host, each holding its
+    own runs (marked by the boolean variable ``present``); they are combined run
+    by run.
     """
     import xarray as xr
 
     files = result_files(path)
     parts = [xr.load_dataset(f, engine="h5netcdf") for f in files]
-    if len(parts) == 1:
-        return parts[0]
     merged = parts[0]
     for part in parts[1:]:
-        merged = merged.combine_first(part)
+        present = part["present"]
+        for name, var in part.data_vars.items():
+            if set(present.dims) <= set(var.dims):
+                merged[name] = xr.where(present, var, merged[name]).transpose(*var.dims)
     return merged

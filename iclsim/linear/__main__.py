@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iclsim.linear", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4000, help="Monte Carlo Adam steps (default 4000)")
-    parser.add_argument("--batch", type=int, default=512, help="prompts per Monte Carlo step (default 512)")
+    parser.add_argument("--batch", type=int, default=1024, help="prompts per Monte Carlo step (default 1024)")
     parser.add_argument("--lr", type=float, default=0.01, help="Monte Carlo learning rate (default 0.01)")
     parser.add_argument("--seeds", type=int, default=4, help="seeds per rank (default 4)")
     parser.add_argument("--eval-prompts", type=int, default=65536, help="held-out prompts per run")

@@ -109,7 +109,7 @@ def optimal_gamma(cov, n_context, rank, *, pretrain_label_noise=0.0, on_tie="rai
         σ₀², variance of the context label noise during pretraining.
     on_tie : {"raise", "warn", "ignore"}
         What to do when ``λ_r`` and ``λ_{r+1}`` are equal to relative tolerance
-        ``TIE_RTOL`` (0 < r < d).  The minimiser is then not unique (any
+        ``TIE_RTOL`` (``λ_r − λ_{r+1} <= TIE_RTOL·λ_r``, 0 < r < d).  The minimiser is then not unique (any
         r-dimensional subspace of the tied eigenspace is optimal): ``"raise"``
         raises :class:`RankTieError`; ``"warn"`` issues a
         :class:`RankTieWarning` and returns the optimum built from the
@@ -127,7 +127,7 @@ def optimal_gamma(cov, n_context, rank, *, pretrain_label_noise=0.0, on_tie="rai
     if on_tie not in ("raise", "warn", "ignore"):
         raise ValueError(f"on_tie must be one of 'raise', 'warn', 'ignore', got {on_tie!r}")
     lam, vec = eigh_descending(cov)
-    if 0 < r < d and lam[r - 1] - lam[r] <= TIE_RTOL * lam[0]:
+    if 0 < r < d and lam[r - 1] - lam[r] <= TIE_RTOL * lam[r - 1]:
         msg = (
             f"rank={r}: eigenvalues λ_{r} = {lam[r - 1]:.12g} and λ_{r + 1} = {lam[r]:.12g} "
             "are tied, so the rank-r optimum Γ_r is not unique (spec, Theorem A)"
@@ -290,7 +290,10 @@ def best_rank(cov, n_context, *, label_noise=0.0, input_noise=0.0) -> BestRank:
     s2 = float(check_nonnegative("label_noise", label_noise))
     sx2 = float(check_nonnegative("input_noise", input_noise))
     risks = optimal_risks(cov, n, label_noise=s2, input_noise=sx2)
-    r_star = int(np.argmin(risks))  # argmin returns the first (smallest) minimiser
+    # Smallest minimiser, counting risks equal to the minimum up to rounding as ties
+    # (at σ² = τ_i exactly, R_{i-1} = R_i in exact arithmetic).
+    lowest = risks.min()
+    r_star = int(np.flatnonzero(risks <= lowest + 64 * np.finfo(float).eps * abs(lowest))[0])
     lam, _ = eigh_descending(cov)
     t = lam.sum()
     tau = ((n + 1.0) * lam**2 + t * lam - t * sx2) / (lam + sx2)

@@ -284,6 +284,8 @@ def dataset(cfg: LinearSweepConfig, merged: dict):
         "stuck_rank": (dims, scatter("stuck_rank", fill=-1, dtype=np.int64),
                        {"long_name": "k of stuck_at_rank_k (-1 otherwise)"}),
         "diverged": (dims, scatter("diverged", fill=False, dtype=bool)),
+        "present": (dims, scatter("run_id", fill=-1, dtype=np.int64) >= 0,
+                    {"long_name": "run held in this file (multi-host shards)"}),
         "gamma": (dims + ("i", "j"), scatter("gamma"), {"long_name": "trained effective Γ"}),
         "eval_risk": (dims + ("label_noise", "input_noise"), scatter("eval_risk"),
                       {"long_name": "Monte Carlo risk on noisy prompts"}),
