@@ -113,6 +113,8 @@ def build_trainer(
     steps: int,
     schedule: ScheduleConfig | None = None,
     average_tail: float = 0.0,
+    before_step: Callable | None = None,
+    grad_transform: Callable | None = None,
 ) -> Trainer:
     """Build the pure trainer for one static shape (see the module docstring).
 
@@ -122,6 +124,12 @@ def build_trainer(
     ``Trainer.averaged_params``) are the uniform average of the iterates of the
     last ``ceil(average_tail·steps)`` steps, which removes most of the gradient
     noise of fresh-prompt training.  The optimizer always runs on the raw iterate.
+
+    Optional pure hooks for staged protocols (e.g. adding attention heads one at
+    a time): ``before_step(params, step, hyper, data) -> params`` runs before
+    each step (``step`` traced; it may re-initialise weights or change frozen
+    entries such as masks), and ``grad_transform(grads, params, step, hyper) ->
+    grads`` edits the gradient before Adam (e.g. freezes rows).
     """
     steps = check_int("steps", steps, 1)
     check_in_range("average_tail", average_tail, 0.0, 1.0)
@@ -143,28 +151,32 @@ def build_trainer(
         if isinstance(state.step, jax.core.Tracer):
             _TRACES["count"] += 1
         opt = _optimizer(hyper, schedule)
-        frozen = {k: v for k, v in state.params.items() if k != "weights"}
-
-        def objective(weights, key):
-            return loss({**frozen, "weights": weights}, key, hyper, data)
 
         def one_step(carry, _):
-            weights, opt_state, step, weight_sum = carry
-            value, grads = jax.value_and_grad(objective)(weights, jax.random.fold_in(state.key, step))
-            updates, opt_state = opt.update(grads, opt_state, weights)
-            weights = optax.apply_updates(weights, updates)
+            params, opt_state, step, weight_sum = carry
+            if before_step is not None:
+                params = before_step(params, step, hyper, data)
+            key = jax.random.fold_in(state.key, step)
+
+            def objective(weights):
+                return loss({**params, "weights": weights}, key, hyper, data)
+
+            value, grads = jax.value_and_grad(objective)(params["weights"])
+            if grad_transform is not None:
+                grads = grad_transform(grads, params, step, hyper)
+            updates, opt_state = opt.update(grads, opt_state, params["weights"])
+            params = {**params, "weights": optax.apply_updates(params["weights"], updates)}
             if tail_start < steps:
                 in_tail = (step >= tail_start).astype(value.dtype)
                 weight_sum = jax.tree_util.tree_map(
-                    lambda acc, w: acc + in_tail * w, weight_sum, weights
+                    lambda acc, w: acc + in_tail * w, weight_sum, params["weights"]
                 )
-            return (weights, opt_state, step + 1, weight_sum), value
+            return (params, opt_state, step + 1, weight_sum), value
 
-        carry = (state.params["weights"], state.opt_state, state.step, state.weight_sum)
-        (weights, opt_state, step, weight_sum), losses = jax.lax.scan(
+        carry = (state.params, state.opt_state, state.step, state.weight_sum)
+        (params, opt_state, step, weight_sum), losses = jax.lax.scan(
             one_step, carry, None, length=n_steps
         )
-        params = {**frozen, "weights": weights}
         return TrainState(params, opt_state, state.key, step, weight_sum), losses
 
     def averaged_params(state: TrainState):
