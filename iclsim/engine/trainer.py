@@ -68,14 +68,19 @@ class ScheduleConfig:
         check_in_range("final_fraction", self.final_fraction, 0.0, 1.0)
         check_int("warmup", self.warmup, 0, self.steps)
 
-    def factor(self, count):
-        """Multiplier f at optimizer step ``count`` (traced int)."""
+    def factor(self, count, phases=1):
+        """Multiplier f at optimizer step ``count`` (traced int).
+
+        With ``phases`` > 1 (may be traced) the cosine restarts at the start of
+        each of ``phases`` equal phases of the run (staged protocols).
+        """
         count = jnp.asarray(count, jnp.result_type(float))
         if self.kind == "constant":
             f = jnp.ones_like(count)
         else:
-            decay_len = max(self.steps - self.warmup, 1)
-            frac = jnp.clip((count - self.warmup) / decay_len, 0.0, 1.0)
+            decay_len = jnp.maximum((self.steps - self.warmup) // jnp.maximum(phases, 1), 1)
+            frac = jnp.clip(jnp.mod(count - self.warmup, decay_len) / decay_len, 0.0, 1.0)
+            frac = jnp.where(count - self.warmup >= decay_len * phases, 1.0, frac)
             f = self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + jnp.cos(jnp.pi * frac))
         if self.warmup > 0:
             f = f * jnp.minimum(1.0, (count + 1.0) / self.warmup)
@@ -99,10 +104,11 @@ class Trainer(NamedTuple):
     averaged_params: Callable
 
 
-def _optimizer(hyper, schedule: ScheduleConfig):
+def _optimizer(hyper, schedule: ScheduleConfig, schedule_phases=None):
     lr0 = hyper["learning_rate"]
+    phases = 1 if schedule_phases is None else schedule_phases(hyper)
     return optax.inject_hyperparams(optax.adam)(
-        learning_rate=lambda count: lr0 * schedule.factor(count)
+        learning_rate=lambda count: lr0 * schedule.factor(count, phases)
     )
 
 
@@ -115,6 +121,7 @@ def build_trainer(
     average_tail: float = 0.0,
     before_step: Callable | None = None,
     grad_transform: Callable | None = None,
+    schedule_phases: Callable | None = None,
 ) -> Trainer:
     """Build the pure trainer for one static shape (see the module docstring).
 
@@ -129,7 +136,9 @@ def build_trainer(
     a time): ``before_step(params, step, hyper, data) -> params`` runs before
     each step (``step`` traced; it may re-initialise weights or change frozen
     entries such as masks), and ``grad_transform(grads, params, step, hyper) ->
-    grads`` edits the gradient before Adam (e.g. freezes rows).
+    grads`` edits the gradient before Adam (e.g. freezes rows);
+    ``schedule_phases(hyper)`` (traced int) restarts the cosine schedule in each of
+    that many equal phases.
     """
     steps = check_int("steps", steps, 1)
     check_in_range("average_tail", average_tail, 0.0, 1.0)
@@ -143,14 +152,14 @@ def build_trainer(
     def init(key, hyper, data):
         k_init, k_data = jax.random.split(key)
         params = init_params(k_init, hyper, data)
-        opt_state = _optimizer(hyper, schedule).init(params["weights"])
+        opt_state = _optimizer(hyper, schedule, schedule_phases).init(params["weights"])
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params["weights"])
         return TrainState(params, opt_state, k_data, jnp.zeros((), jnp.int32), zeros)
 
     def run(state: TrainState, hyper, data, n_steps: int):
         if isinstance(state.step, jax.core.Tracer):
             _TRACES["count"] += 1
-        opt = _optimizer(hyper, schedule)
+        opt = _optimizer(hyper, schedule, schedule_phases)
 
         def one_step(carry, _):
             params, opt_state, step, weight_sum = carry

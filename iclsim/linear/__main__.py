@@ -102,7 +102,10 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4000, help="Monte Carlo Adam steps (default 4000)")
     parser.add_argument("--batch", type=int, default=1024, help="prompts per Monte Carlo step (default 1024)")
-    parser.add_argument("--lr", type=float, default=0.01, help="Monte Carlo learning rate (default 0.01)")
+    parser.add_argument("--lr", type=float, default=0.02, help="Monte Carlo learning rate (default 0.02)")
+    parser.add_argument("--init-scale", type=float, default=0.5,
+                        help="Monte Carlo init scale (default 0.5; at 0.1 the weakest direction "
+                             "stays on the rank-(d-1) plateau for thousands of steps)")
     parser.add_argument("--seeds", type=int, default=4, help="seeds per rank (default 4)")
     parser.add_argument("--eval-prompts", type=int, default=65536, help="held-out prompts per run")
     parser.add_argument("--quick", action="store_true", help="small run (1000 steps, batch 128, 2 seeds)")
@@ -125,14 +128,16 @@ def main(argv=None) -> int:
     print(_rank_table(pop, f"Population mode, reduced Γ = A Bᵀ, Adam 3000 steps, {args.seeds} seeds "
                            f"[{pop.wall_time:.1f} s]"))
     mc_kwargs = dict(mode="monte_carlo", seeds=args.seeds, steps=args.steps, batch=args.batch,
-                     learning_rate=args.lr, eval_prompts=args.eval_prompts)
+                     learning_rate=args.lr, init_scale=args.init_scale,
+                     eval_prompts=args.eval_prompts)
     results = {}
     for par in ("reduced", "block"):
         res = linear.train(key, cov, n, ranks, parametrization=par, **mc_kwargs)
         results[par] = res
         print()
         print(_rank_table(res, f"Monte Carlo mode, {par}, {args.steps} steps x batch {args.batch}, "
-                               f"lr {args.lr}, {args.seeds} seeds [{res.wall_time:.1f} s]"))
+                               f"lr {args.lr}, init scale {args.init_scale}, {args.seeds} seeds "
+                               f"[{res.wall_time:.1f} s]"))
     for init in ("random", "block"):
         res = linear.train(key, cov, n, ranks, parametrization="full", init=init, **mc_kwargs)
         print()

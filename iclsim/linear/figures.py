@@ -1,19 +1,37 @@
 """Figures of setting 1, drawn only from a stored sweep result (an xarray Dataset).
 
-Theory is drawn as lines (the oracle values stored in the result), simulation as
-points with ±1 SE error bars (mean over non-diverged seeds; the SE shown is the
-largest per-run SE of the held-out evaluation).  Which figures are drawn depends
-on the axes the sweep varied:
+Conventions (spec ``linear.md``): risk is E[(ŷ − y_q)²] with a clean query
+target (no factor 1/2); σ² is the context label-noise variance, σ_x² the
+context input-noise variance, σ₀² the pretraining label-noise variance, N the
+number of in-context examples, r the rank of W^{KQ}, L_r the optimal rank-r risk.
 
-* ``linear_risk_vs_label_noise`` — more than one evaluation σ²;
-* ``linear_risk_vs_input_noise`` — more than one evaluation σ_x²;
-* ``linear_risk_vs_context_length`` — more than one N;
-* ``linear_gamma_heatmaps`` and ``linear_gamma_error`` — always: trained Γ vs Γ_r
-  in the eigenbasis of Λ (Uᵀ Γ U), and ‖Γ − Γ_r‖/‖Γ_r‖ per rank.
+Theory is drawn as lines (oracle values stored in the result), simulation as
+points with ±1 SE error bars (mean over the non-diverged seeds; the SE shown is
+the largest per-run SE of the held-out Monte Carlo evaluation).  Runs are shown
+at the first learning rate, init scale and σ₀² of the sweep (printed in each
+figure's footer).  Which figures are drawn depends on the axes the sweep varied:
+
+* ``linear_risk_vs_label_noise`` — more than one evaluation σ² (Theorem B(a)):
+  risk vs σ² per rank, the residual trained − oracle, and the best rank r*(σ²)
+  (theory: the ``best_rank`` variable and the exact step function; simulation:
+  argmin over the trained ranks and r = 0, whose risk is tr Λ exactly);
+* ``linear_risk_vs_input_noise`` — more than one evaluation σ_x² (Theorem
+  B(b)): the same panels against σ_x²;
+* ``linear_risk_vs_context_length`` — more than one N: risk vs N per rank and the
+  residual trained − oracle;
+* ``linear_gamma_heatmaps`` — always: trained Γ, Γ_r and their difference in the
+  eigenbasis of Λ (Uᵀ Γ U; Theorem A: diagonal, top-r entries only);
+* ``linear_gamma_error`` — always: ‖Γ − Γ_r‖_F/‖Γ_r‖_F and |R(Γ) − L_r|/L_r per
+  rank, marked by verdict;
+* ``linear_training_curves`` — always: training loss minus L_r against the step.
+
+The oracle risk is affine in σ² (at fixed σ_x²) and in σ_x² (at fixed σ²), so
+the theory lines between the stored grid points are exact.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +39,12 @@ import numpy as np
 __all__ = ["draw_all"]
 
 _FIRST = dict(learning_rate=0, init_scale=0, train_label_noise=0)
+_MAX_HEATMAP_RANKS = 8
+_VERDICT_STYLE = {
+    "optimum_reached": dict(marker="o", color="C2", label="optimum reached"),
+    "stuck_at_rank_k": dict(marker="X", color="C3", label="stuck at rank k < r"),
+    "not_converged": dict(marker="^", color="C1", label="not converged"),
+}
 
 
 def _plt():
@@ -37,129 +61,430 @@ def _save(fig, out_dir, stem, formats):
     for fmt in formats:
         path = Path(out_dir) / f"{stem}.{fmt}"
         tmp = path.with_name(f".{path.name}.tmp.{fmt}")
-        fig.savefig(tmp, dpi=130, format=fmt)
+        fig.savefig(tmp, dpi=110, format=fmt)
         tmp.replace(path)
         paths.append(path)
     return paths
 
 
 def _colors(plt, n):
-    return plt.cm.viridis(np.linspace(0.0, 0.92, n))
+    return plt.cm.viridis(np.linspace(0.0, 0.92, max(n, 1)))
+
+
+def _first(ds, var):
+    """``ds[var]`` at the first learning rate, init scale and σ₀² (where those are dims)."""
+    da = ds[var]
+    return da.isel({k: v for k, v in _FIRST.items() if k in da.dims})
+
+
+def _s0(ds):
+    return float(ds["train_label_noise"].values[0])
 
 
 def _sim(ds, var, **sel):
-    """Mean over seeds of non-diverged runs and the max SE."""
-    ok = ~ds["diverged"].isel(**_FIRST)
-    values = ds[var].isel(**_FIRST).sel(**sel).where(ok.sel(**{k: v for k, v in sel.items()
-                                                              if k in ok.dims}))
+    """Mean over non-diverged seeds and the largest per-run SE."""
+    ok = ~_first(ds, "diverged")
+    values = _first(ds, var).sel(**sel)
+    values = values.where(ok.sel(**{k: v for k, v in sel.items() if k in ok.dims}))
     se_var = "eval_se" if var == "eval_risk" else "test_se"
-    se = ds[se_var].isel(**_FIRST).sel(**sel)
+    se = _first(ds, se_var).sel(**sel)
     return values.mean("seed"), se.max("seed")
 
 
-def _context(ds):
+def _config(ds) -> dict:
+    try:
+        return json.loads(ds.attrs.get("config", "{}"))
+    except (TypeError, ValueError):
+        return {}
+
+
+def _footer(ds) -> str:
     sel = {k: float(ds[k].values[0]) for k in ("learning_rate", "init_scale", "train_label_noise")}
-    return ", ".join(f"{k}={v:g}" for k, v in sel.items())
+    bits = [f"lr = {sel['learning_rate']:g}", f"init scale = {sel['init_scale']:g}",
+            f"σ₀² = {sel['train_label_noise']:g}", f"{ds.seed.size} seed(s)"]
+    cfg = _config(ds)
+    train, model, ev = cfg.get("train", {}), cfg.get("model", {}), cfg.get("eval", {})
+    if train:
+        mode = train.get("mode", "?")
+        text = (f"training: {mode}, {model.get('parametrization', '?')}, "
+                f"{train.get('steps', '?')} steps")
+        if mode == "monte_carlo":
+            text += f" × {train.get('batch', '?')} prompts"
+        bits.insert(0, text)
+    if ev:
+        bits.append(f"evaluation: {ev.get('n_prompts', '?')} MC prompts per point")
+    if ds.attrs.get("dtype"):
+        bits.append(f"JAX dtype {ds.attrs['dtype']}")
+    name = cfg.get("name")
+    if name:
+        bits.insert(0, f"sweep {name} {ds.attrs.get('config_hash', '')}".strip())
+    return "; ".join(bits)
+
+
+def _add_footer(fig, ds):
+    """Run settings in small print along the bottom edge (space kept free by the layout)."""
+    fig.text(0.005, 0.005, _footer(ds), fontsize=6.5, color="0.4", ha="left", va="bottom")
+    engine = fig.get_layout_engine()
+    if engine is not None and hasattr(engine, "set"):
+        engine.set(rect=(0.0, 0.035, 1.0, 0.965))
+
+
+def _log_y(ax):
+    """Log y-axis if the axes hold any finite positive data; else a note (e.g. all diverged)."""
+    ys = [np.asarray(line.get_ydata(), float) for line in ax.get_lines()]
+    ys = np.concatenate([y.ravel() for y in ys]) if ys else np.zeros(0)
+    if np.any(np.isfinite(ys) & (ys > 0)):
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no finite values (all runs diverged?)", transform=ax.transAxes,
+                ha="center", va="center", fontsize=9, color="0.4")
+
+
+def _trace(ds) -> float:
+    return float(np.trace(ds["covariance"].values))
+
+
+def _rank_legend(ax, plt, extra=(), **kw):
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="0.3", lw=1.3), Line2D([], [], color="0.3", marker="o",
+                                                               ls="none", ms=4)]
+    labels += ["oracle (line)", "trained ± SE (points)"]
+    for h, lab in extra:
+        handles.append(h)
+        labels.append(lab)
+    ax.legend(handles, labels, fontsize=7, **kw)
+
+
+# ----------------------------------------------------------------------------- noise sweeps
+
+
+def _best_rank_sim(ds, dim, n, other_index):
+    """Simulated best rank per grid value: argmin over {0} ∪ trained ranks (r = 0: tr Λ)."""
+    ranks = ds["rank"].values
+    other = "input_noise" if dim == "label_noise" else "label_noise"
+    means = []
+    for r in ranks:
+        mean, _ = _sim(ds, "eval_risk", n_context=n, rank=r)
+        means.append(mean.isel({other: other_index}).values)
+    means = np.array(means)  # (ranks, levels)
+    candidates = np.concatenate([[0], ranks])
+    table = np.vstack([np.full(means.shape[1], _trace(ds)), means])
+    table = np.where(np.isfinite(table), table, np.inf)
+    best = candidates[np.argmin(table, axis=0)].astype(float)
+    best[~np.isfinite(means).any(axis=0)] = np.nan  # no trained rank to compare with
+    return best
 
 
 def risk_vs_noise(ds, kind, out_dir, formats):
+    """Risk vs evaluation noise per rank, residuals and the best rank r* (Theorem B(a), B(b))."""
     plt = _plt()
     dim = "label_noise" if kind == "label" else "input_noise"
     other = "input_noise" if kind == "label" else "label_noise"
-    fine = f"{dim}_fine"
-    theory_var = f"theory_risk_{kind}"
+    sym = "σ²" if kind == "label" else "σ_x²"
+    other_sym = "σ_x²" if kind == "label" else "σ²"
+    other_value = float(ds[other].values[0])
     n = ds.n_context.values[0]
+    s0 = _s0(ds)
     ranks = ds["rank"].values
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    grid = ds[dim].values
     colors = _colors(plt, len(ranks))
-    theory = ds[theory_var].sel(n_context=n)
-    ax.plot(ds[fine], theory.sel(rank_all=0), color="0.55", ls="--", lw=1, label="r = 0 (Γ = 0)")
-    for color, r in zip(colors, ranks):
-        ax.plot(ds[fine], theory.sel(rank_all=r), color=color, lw=1.3, label=f"r = {r}")
+    # Oracle risk of Γ_r (trained at σ₀²) on the same noisy prompts as the points.
+    theory = ds["oracle_risk"].sel(n_context=n, train_label_noise=s0).isel({other: 0})
+    theory = theory.transpose("rank_all", dim).values  # (d+1, levels)
+
+    fig = plt.figure(figsize=(11.5, 5.6), layout="constrained")
+    gs = fig.add_gridspec(2, 2, width_ratios=(1.55, 1.0))
+    ax = fig.add_subplot(gs[:, 0])
+    ax_res = fig.add_subplot(gs[0, 1])
+    ax_best = fig.add_subplot(gs[1, 1], sharex=ax_res)
+
+    ax.plot(grid, theory[0], color="0.55", ls="--", lw=1, label="r = 0 (Γ = 0, risk tr Λ)")
+    span = float(grid.max() - grid.min()) or 1.0
+    jitter = (np.arange(len(ranks)) - (len(ranks) - 1) / 2) * 0.006 * span
+    for k, (color, r) in enumerate(zip(colors, ranks)):
+        ax.plot(grid, theory[r], color=color, lw=1.3, label=f"r = {r}")
         mean, se = _sim(ds, "eval_risk", n_context=n, rank=r)
-        mean, se = mean.isel({other: 0}), se.isel({other: 0})
-        ax.errorbar(ds[dim], mean, yerr=se, fmt="o", ms=4, capsize=2, color=color)
-    label = "context label-noise variance σ²" if kind == "label" else "context input-noise variance σ_x²"
-    ax.set_xlabel(label)
-    ax.set_ylabel("risk E[(ŷ − y_q)²]")
-    ax.set_title(f"Risk vs {kind} noise per rank (N = {n}): lines = oracle R_r, points = trained ± SE",
-                 fontsize=10)
-    ax.legend(fontsize=7, ncol=3)
-    fig.text(0.01, 0.01, _context(ds), fontsize=6, color="0.4")
-    fig.tight_layout()
+        mean, se = mean.isel({other: 0}).values, se.isel({other: 0}).values
+        ax.errorbar(grid, mean, yerr=se, fmt="o", ms=4, capsize=2, color=color)
+        ax_res.errorbar(grid + jitter[k], mean - theory[r], yerr=se, fmt="o", ms=3, capsize=1.5,
+                        color=color, lw=0.8)
+    noise_name = ("context label-noise variance σ²" if kind == "label"
+                  else "context input-noise variance σ_x²")
+    ax.set_xlabel(noise_name)
+    ax.set_ylabel("risk E[(ŷ − y_q)²] (clean query)")
+    where = f"N = {n}" + (f", {other_sym} = {other_value:g}" if other_value else "")
+    theorem = "B(a)" if kind == "label" else "B(b)"
+    if kind == "label" and not other_value and s0 == 0.0:
+        theorem += ": R_r = L_r + σ² S_r"
+    ax.set_title(f"Risk of rank-r LSA vs {sym} ({where}; Theorem {theorem})", fontsize=10)
+    _rank_legend(ax, plt, ncol=2)
+
+    ax_res.axhline(0.0, color="0.5", lw=0.8)
+    ax_res.set_ylabel("trained − oracle risk")
+    ax_res.set_title("Residual trained − oracle (± 1 SE; 0 = exact agreement)\n"
+                     "all ranks see the same prompts: residuals move together", fontsize=9)
+    ax_res.tick_params(labelbottom=False)
+
+    # r*: theory from the affine oracle lines (exact), simulation from the trained ranks.
+    dense = np.linspace(float(grid.min()), float(grid.max()), 2001)
+    lines = np.array([np.interp(dense, grid, row) for row in theory])  # exact: affine in noise
+    all_ranks = ds["rank_all"].values
+    ax_best.step(dense, all_ranks[np.argmin(lines, axis=0)], where="post", color="k", lw=1.2,
+                 label="theory r* over r = 0..d")
+    trained = np.concatenate([[0], ranks])
+    if set(trained) != set(all_ranks):
+        sub = lines[trained]
+        ax_best.step(dense, trained[np.argmin(sub, axis=0)], where="post", color="0.5", lw=1,
+                     ls=":", label="theory over trained ranks ∪ {0}")
+    if s0 == 0.0:
+        pred = ds["best_rank"].sel(n_context=n).isel({other: 0}).values
+        pred_label = "best_rank (stored oracle r*)"
+    else:
+        pred = all_ranks[np.argmin(theory, axis=0)]
+        pred_label = f"oracle r* (Γ_r trained at σ₀² = {s0:g})"
+    sim_best = _best_rank_sim(ds, dim, n, 0)
+    ax_best.plot(grid, pred, "s", mfc="none", mec="k", ms=9, label=pred_label)
+    ax_best.plot(grid, sim_best, "o", color="C3", ms=4.5, label="simulated argmin")
+    agree = int(np.sum(pred == sim_best))
+    compared = int(np.sum(np.isfinite(sim_best)))
+    ax_best.set_xlabel(noise_name)
+    ax_best.set_ylabel("best rank r*")
+    ax_best.set_ylim(-0.5, all_ranks.max() + 0.5)
+    ax_best.set_yticks(all_ranks if all_ranks.size <= 12 else
+                       np.unique(np.linspace(0, all_ranks.max(), 9).astype(int)))
+    ax_best.grid(True, axis="y", lw=0.3)
+    ax_best.set_title(f"Best rank r*({sym}): simulation = theory at {agree}/{compared} levels",
+                      fontsize=9)
+    ax_best.legend(fontsize=7, loc="best")
+    _add_footer(fig, ds)
     paths = _save(fig, out_dir, f"linear_risk_vs_{kind}_noise", formats)
     plt.close(fig)
     return paths
 
 
+# ----------------------------------------------------------------------------- context length
+
+
 def risk_vs_context_length(ds, out_dir, formats):
+    """Risk vs N per rank (Theorem A's L_r as a function of N) and residuals."""
     plt = _plt()
     ranks = ds["rank"].values
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colors = _colors(plt, len(ranks))
-    for color, r in zip(colors, ranks):
-        ax.plot(ds.n_context_fine, ds["theory_risk_n"].sel(rank_all=r), color=color, lw=1.3,
-                label=f"r = {r}")
+    s0 = _s0(ds)
+    s2, sx2 = float(ds.label_noise.values[0]), float(ds.input_noise.values[0])
+    ns = ds.n_context.values
+    clean = s0 == 0.0 and s2 == 0.0 and sx2 == 0.0
+    grid_theory = ds["oracle_risk"].sel(train_label_noise=s0).isel(label_noise=0, input_noise=0)
+    fig, (ax, ax_res) = plt.subplots(1, 2, figsize=(11.5, 4.8), layout="constrained",
+                                     gridspec_kw=dict(width_ratios=(1.55, 1.0)))
+    ax.axhline(_trace(ds), color="0.55", ls="--", lw=1, label="r = 0 (Γ = 0, risk tr Λ)")
+    spread = np.exp((np.arange(len(ranks)) - (len(ranks) - 1) / 2) * 0.012)
+    for k, (color, r) in enumerate(zip(colors, ranks)):
+        if clean:
+            ax.plot(ds.n_context_fine, ds["theory_risk_n"].sel(rank_all=r), color=color, lw=1.3,
+                    label=f"r = {r}")
+        else:  # the stored fine curve is clean: join the exact grid values instead
+            ax.plot(ns, grid_theory.sel(rank_all=r), color=color, lw=1.3, label=f"r = {r}")
         mean, se = _sim(ds, "eval_risk", rank=r)
-        mean = mean.isel(label_noise=0, input_noise=0)
-        se = se.isel(label_noise=0, input_noise=0)
-        ax.errorbar(ds.n_context, mean, yerr=se, fmt="o", ms=4, capsize=2, color=color)
+        mean = mean.isel(label_noise=0, input_noise=0).values
+        se = se.isel(label_noise=0, input_noise=0).values
+        ax.errorbar(ns, mean, yerr=se, fmt="o", ms=4, capsize=2, color=color)
+        resid = mean - grid_theory.sel(rank_all=r).values
+        ax_res.errorbar(ns * spread[k], resid, yerr=se, fmt="o", ms=3, capsize=1.5, color=color,
+                        lw=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("context length N (in-context examples)")
-    ax.set_ylabel("clean risk E[(ŷ − y_q)²]")
-    ax.set_title("Risk vs context length per rank: lines = oracle L_r(N), points = trained ± SE",
-                 fontsize=10)
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
+    ax.set_ylim(0.0, 1.3 * _trace(ds))
+    ax.set_xlabel("context length N (number of in-context examples)")
+    ax.set_ylabel("risk E[(ŷ − y_q)²]" + (" (clean prompts)" if clean else ""))
+    noise = "" if clean else f"; σ² = {s2:g}, σ_x² = {sx2:g}, σ₀² = {s0:g}"
+    ax.set_title("Risk of rank-r LSA vs N (Theorem A: "
+                 "L_r(N) = t − Σ_(i≤r) Nλ_i²/((N+1)λ_i + t)" + noise + ")", fontsize=9.5)
+    _rank_legend(ax, plt, ncol=3, loc="upper right")
+    ax_res.axhline(0.0, color="0.5", lw=0.8)
+    ax_res.set_xscale("log")
+    ax_res.set_xticks(ns, [str(int(v)) for v in ns])
+    ax_res.minorticks_off()
+    ax_res.set_xlabel("context length N")
+    ax_res.set_ylabel("trained − oracle risk")
+    ax_res.set_title("Residual trained − oracle (± 1 SE; 0 = exact agreement)\n"
+                     "ranks share prompts at each N: residuals move together", fontsize=9)
+    _add_footer(fig, ds)
     paths = _save(fig, out_dir, "linear_risk_vs_context_length", formats)
     plt.close(fig)
     return paths
 
 
+# ----------------------------------------------------------------------------- Γ
+
+
+def _shown_ranks(ranks):
+    if len(ranks) <= _MAX_HEATMAP_RANKS:
+        return ranks
+    pick = np.unique(np.linspace(0, len(ranks) - 1, _MAX_HEATMAP_RANKS).round().astype(int))
+    return ranks[pick]
+
+
+def _eig_ticks(ax, d):
+    ticks = np.arange(d) if d <= 10 else np.unique(np.linspace(0, d - 1, 5).astype(int))
+    ax.set_xticks(ticks, [str(t + 1) for t in ticks], fontsize=6)
+    ax.set_yticks(ticks, [str(t + 1) for t in ticks], fontsize=6)
+    ax.tick_params(length=1.5, pad=1)
+
+
 def gamma_heatmaps(ds, out_dir, formats):
+    """Trained Γ, Γ_r and their difference in the eigenbasis of Λ (Theorem A)."""
     plt = _plt()
     n = ds.n_context.values[0]
-    ranks = ds["rank"].values
+    s0 = _s0(ds)
+    ranks = _shown_ranks(ds["rank"].values)
     u = ds["eigenvectors"].values
-    fig, axes = plt.subplots(2, len(ranks), figsize=(1.9 * len(ranks) + 1, 4.2), squeeze=False)
-    trained_all = [u.T @ ds["gamma"].isel(**_FIRST).sel(n_context=n, rank=r, seed=0).values @ u
-                   for r in ranks]
-    target_all = [u.T @ ds["gamma_opt"].isel(train_label_noise=0).sel(n_context=n, rank=r).values @ u
-                  for r in ranks]
-    vmax = np.nanmax(np.abs(np.array(target_all + trained_all)))
+    d = u.shape[0]
+    gamma = _first(ds, "gamma").sel(n_context=n, seed=ds.seed.values[0])
+    trained = [u.T @ gamma.sel(rank=r).values @ u for r in ranks]
+    target = [u.T @ ds["gamma_opt"].sel(n_context=n, rank=r, train_label_noise=s0).values @ u
+              for r in ranks]
+    diff = [a - b for a, b in zip(trained, target)]
+    vmax = np.nanmax(np.abs(np.array(target + trained)))
     vmax = vmax if np.isfinite(vmax) and vmax > 0 else 1.0
-    for k, r in enumerate(ranks):
-        for row, (mat, name) in enumerate(((trained_all[k], "trained"), (target_all[k], "Γ_r"))):
+    dmax = np.nanmax(np.abs(np.array(diff))) if np.isfinite(np.array(diff)).any() else 0.0
+    dmax = dmax if np.isfinite(dmax) and dmax > 0 else 1e-12
+    fig, axes = plt.subplots(3, len(ranks), figsize=(1.55 * len(ranks) + 2.2, 5.9),
+                             squeeze=False, layout="constrained")
+    rows = ((trained, "trained Uᵀ Γ U", vmax), (target, "optimum Uᵀ Γ_r U", vmax),
+            (diff, "difference", dmax))
+    images = []
+    for row, (mats, name, scale) in enumerate(rows):
+        for k, r in enumerate(ranks):
             ax = axes[row, k]
-            im = ax.imshow(mat, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"r = {r}: {name}", fontsize=8)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="entry of Uᵀ Γ U")
-    fig.suptitle(f"Effective Γ in the eigenbasis of Λ (λ decreasing left→right, top→bottom), "
-                 f"N = {n}, seed 0", fontsize=9)
+            im = ax.imshow(mats[k], cmap="RdBu_r", vmin=-scale, vmax=scale)
+            _eig_ticks(ax, d)
+            if row == 0:
+                ax.set_title(f"r = {r}", fontsize=9)
+            if k == 0:
+                ax.set_ylabel(f"{name}\nrow i", fontsize=8)
+            if row == 2:
+                ax.set_xlabel("column j", fontsize=7)
+        images.append(im)
+    fig.colorbar(images[0], ax=axes[:2, :], shrink=0.85, label="entry (i, j) of Uᵀ Γ U")
+    fig.colorbar(images[2], ax=axes[2, :], shrink=0.85, label="trained − optimum",
+                 format="%.1e")
+    seed = int(ds.seed.values[0])
+    theorem, denominator = ("Theorem A", "(N+1)λ_i + t") if s0 == 0.0 else (
+        "Theorems A, B(d)", f"(N+1)λ_i + t + σ₀², σ₀² = {s0:g}")
+    fig.suptitle(f"{theorem}: effective Γ in the eigenbasis of Λ "
+                 "(i, j = 1..d, λ_1 ≥ … ≥ λ_d); "
+                 f"Γ_r = U diag(γ_1..γ_r, 0, …) Uᵀ, γ_i = N/({denominator}); "
+                 f"N = {n}, seed {seed}",
+                 fontsize=9)
+    _add_footer(fig, ds)
     paths = _save(fig, out_dir, "linear_gamma_heatmaps", formats)
     plt.close(fig)
     return paths
 
 
 def gamma_error(ds, out_dir, formats):
+    """‖Γ − Γ_r‖/‖Γ_r‖ and |R(Γ) − L_r|/L_r per rank, markers by verdict."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for n in ds.n_context.values:
-        err = ds["gamma_error"].isel(**_FIRST).sel(n_context=n).where(
-            ~ds["diverged"].isel(**_FIRST).sel(n_context=n))
-        ranks = ds["rank"].values
+    from matplotlib.lines import Line2D
+
+    s0 = _s0(ds)
+    fig, (ax, ax_risk) = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
+    ranks = ds["rank"].values
+    seen = set()
+    floor = 1e-16
+    for c, n in enumerate(ds.n_context.values):
+        color = f"C{c % 10}" if ds.n_context.size > 1 else "C0"
+        ok = ~_first(ds, "diverged").sel(n_context=n)
+        err = _first(ds, "gamma_error").sel(n_context=n).where(ok)
+        verdict = _first(ds, "verdict").sel(n_context=n)
+        ladder = ds["optimal_risk"].sel(n_context=n, train_label_noise=s0, rank_all=ranks)
+        excess = ((_first(ds, "risk").sel(n_context=n) - ladder.values[:, None]) /
+                  ladder.values[:, None]).where(ok)
+        offset = (c - (ds.n_context.size - 1) / 2) * min(0.08, 0.4 / ds.n_context.size)
         for s in ds.seed.values:
-            ax.plot(ranks, err.sel(seed=s), "o", color="C0", alpha=0.4, ms=4)
-        ax.plot(ranks, err.mean("seed"), "-", color="C0", label=f"N = {n}: mean over seeds")
-    ax.set_yscale("log")
-    ax.set_xlabel("rank r")
+            v = verdict.sel(seed=s).values
+            e = err.sel(seed=s).values
+            x = excess.sel(seed=s).values
+            for name, style in _VERDICT_STYLE.items():
+                m = v == name
+                if not m.any():
+                    continue
+                seen.add(name)
+                kw = dict(marker=style["marker"], ls="none", ms=5, alpha=0.6)
+                ax.plot(ranks[m] + offset, e[m], mec=style["color"], mfc=style["color"], **kw)
+                pos, neg = m & (x > 0), m & ~(x > 0) & np.isfinite(x)
+                ax_risk.plot(ranks[pos] + offset, np.maximum(x[pos], floor), mec=style["color"],
+                             mfc=style["color"], **kw)
+                ax_risk.plot(ranks[neg] + offset, np.maximum(-x[neg], floor), mec=style["color"],
+                             mfc="none", **kw)
+        label = f"N = {n}: mean over seeds" if ds.n_context.size > 1 else "mean over seeds"
+        ax.plot(ranks + offset, err.mean("seed"), "-", color=color, lw=1, label=label)
+    import matplotlib.transforms as mtransforms
+
+    tie = np.isnan(_first(ds, "gamma_opt").isel(i=0, j=0)).any("n_context").values  # per rank
+    for r, is_tie in zip(ranks, np.atleast_1d(tie)):
+        if is_tie:  # λ_r = λ_(r+1): Γ_r is not unique, so no Γ error is defined
+            blend = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+            ax.text(r, 0.03, "tie: Γ_r\nnot unique", transform=blend, ha="center", va="bottom",
+                    fontsize=7, color="0.35")
+    for a in (ax, ax_risk):
+        _log_y(a)
+        a.set_xlim(ranks.min() - 0.6, ranks.max() + 0.6)
+        a.set_xlabel("rank r")
+        a.set_xticks(ranks if ranks.size <= 16 else np.unique(np.linspace(
+            ranks.min(), ranks.max(), 9).astype(int)))
     ax.set_ylabel("‖Γ − Γ_r‖_F / ‖Γ_r‖_F")
-    ax.set_title("Distance of trained Γ to the rank-r optimum (Theorem A)", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.set_title("Distance of trained Γ to the rank-r optimum Γ_r (Theorem A)", fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    for name in _VERDICT_STYLE:
+        if name in seen:
+            st = _VERDICT_STYLE[name]
+            handles.append(Line2D([], [], marker=st["marker"], color=st["color"], ls="none"))
+            labels.append(st["label"])
+    ax.legend(handles, labels, fontsize=7)
+    ax_risk.set_ylabel("|R(Γ) − L_r| / L_r")
+    ax_risk.set_title("Excess risk over L_r on the training distribution\n"
+                      "(open markers: R(Γ) < L_r, i.e. float32 rounding or MC error)", fontsize=9)
+    _add_footer(fig, ds)
     paths = _save(fig, out_dir, "linear_gamma_error", formats)
+    plt.close(fig)
+    return paths
+
+
+def training_curves(ds, out_dir, formats):
+    """|training loss − L_r| against the step, per rank (mean over seeds, first N)."""
+    plt = _plt()
+    n = ds.n_context.values[0]
+    s0 = _s0(ds)
+    ranks = ds["rank"].values
+    colors = _colors(plt, len(ranks))
+    mode = _config(ds).get("train", {}).get("mode", "")
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
+    ok = ~_first(ds, "diverged").sel(n_context=n)
+    loss = _first(ds, "loss").sel(n_context=n).where(ok)
+    steps = ds["step"].values
+    for color, r in zip(colors, ranks):
+        target = float(ds["optimal_risk"].sel(n_context=n, train_label_noise=s0, rank_all=r))
+        gap = np.abs(loss.sel(rank=r).mean("seed").values - target)
+        ax.plot(steps, np.maximum(gap, 1e-12), color=color, lw=1.1, label=f"r = {r}")
+    if mode == "population":
+        resolution = float(np.finfo(np.float32).eps) * float(np.nanmax(ds["optimal_risk"].values))
+        ax.axhline(resolution, color="0.5", ls=":", lw=1,
+                   label="float32 resolution of the loss")
+    ax.set_xscale("log")
+    _log_y(ax)
+    ax.set_xlabel("Adam step")
+    ax.set_ylabel("|training loss − L_r|")
+    what = {"population": "exact population risk R(Γ)",
+            "monte_carlo": "Monte Carlo batch loss (noisy: floor ≈ its SE)"}.get(mode, "loss")
+    window = int(steps[0]) if steps.size else 1
+    ax.set_title(f"Training loss vs the rank-r optimum L_r (N = {n})\n{what}; mean over seeds "
+                 f"and windows of {window} steps", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    _add_footer(fig, ds)
+    paths = _save(fig, out_dir, "linear_training_curves", formats)
     plt.close(fig)
     return paths
 
@@ -175,4 +500,6 @@ def draw_all(ds, out_dir, formats=("png", "pdf")) -> list[Path]:
         paths += risk_vs_context_length(ds, out_dir, formats)
     paths += gamma_heatmaps(ds, out_dir, formats)
     paths += gamma_error(ds, out_dir, formats)
+    if ds.sizes.get("step", 0) > 0:
+        paths += training_curves(ds, out_dir, formats)
     return paths

@@ -1,0 +1,382 @@
+"""Training and evaluation of the parity model (setting 2) on the shared engine.
+
+Two protocols (spec ``parity.md``, "Training: what to expect and report"):
+
+``"joint"``
+    all m heads trained together from small random logits (known to collapse
+    several heads onto the most important block for m >= 2);
+``"progressive"``
+    heads are added one at a time in ``heads`` equal phases of the run: during
+    phase h only head h's logits and all readouts train, earlier heads' logits are
+    frozen, and head h starts (at its phase start) away from the bits already
+    covered, with logits ``log max(1 − k·Σ_{h'<h} α_{h'}, 0.01)``.
+
+Two modes: ``"population"`` minimises the exact loss (5) of the spec (no
+sampling); ``"monte_carlo"`` trains on fresh prompts, with the squared loss of
+the query or (``loo=True``) the leave-one-out loss over N + 1 examples, each the
+query for the other N (same population loss, less gradient noise).
+
+Every run gets a verdict from its attention masses and readout: see
+:func:`classify_runs`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iclsim._validation import check_in_range, check_int
+from iclsim.engine.trainer import SCHEDULES, ScheduleConfig, build_trainer
+from iclsim.parity import model as pm
+from iclsim.parity import oracle
+from iclsim.parity.data import sample_prompts
+
+__all__ = [
+    "MODES",
+    "PROTOCOLS",
+    "VERDICTS",
+    "ParityStatic",
+    "ParityTrainResult",
+    "parity_trainer",
+    "train",
+    "evaluate",
+    "classify_runs",
+    "assess_runs",
+]
+
+MODES = ("population", "monte_carlo")
+PROTOCOLS = ("joint", "progressive")
+VERDICTS = ("optimum_reached", "collapsed", "wrong_feature", "not_converged", "diverged")
+
+
+@dataclass(frozen=True)
+class ParityStatic:
+    """What fixes the compiled program's shape (one compile per value)."""
+
+    n_features: int
+    k: int
+    n_context: int
+    m_max: int
+    distractor_bits: int = 0
+    mode: str = "monte_carlo"
+    protocol: str = "progressive"
+    steps: int = 2000
+    batch: int = 256
+    loo: bool = True
+    schedule: str = "cosine"
+    final_lr_fraction: float = 0.01
+    train_noise: bool = False
+
+    def __post_init__(self):
+        check_int("n_features", self.n_features, 1)
+        check_int("k", self.k, 1)
+        check_int("n_context", self.n_context, 1)
+        check_int("m_max", self.m_max, 1, self.n_features)
+        check_int("distractor_bits", self.distractor_bits, 0)
+        check_int("steps", self.steps, 1)
+        check_int("batch", self.batch, 1)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.loo and self.train_noise and self.mode == "monte_carlo":
+            raise ValueError("loo=True needs clean training prompts (its targets are context "
+                             "labels); set loo=False to train on noisy prompts")
+
+    def model_config(self) -> pm.ParityConfig:
+        return pm.ParityConfig(self.n_features, self.k, self.distractor_bits, self.m_max)
+
+
+def _signal(label_flip, bit_flip, k):
+    return (1.0 - 2.0 * label_flip) * (1.0 - 2.0 * bit_flip) ** k
+
+
+@functools.lru_cache(maxsize=64)
+def parity_trainer(static: ParityStatic):
+    """The engine trainer for ``static`` (cached).
+
+    ``hyper`` per run: ``heads``, ``learning_rate``, ``init_scale``,
+    ``label_flip``, ``bit_flip`` (training noise; used when ``static.train_noise``).
+    ``data``: ``{"pi": π}``.
+    """
+    cfg = static.model_config()
+    k, n = static.k, static.n_context
+    m_max = static.m_max
+
+    def init_params(key, hyper, data):
+        params = pm.init(key, cfg, heads=hyper["heads"], scale=hyper["init_scale"])
+        if static.protocol == "progressive":
+            params = {**params, "head_mask": (jnp.arange(m_max) < 1).astype(params["head_mask"].dtype)}
+        return params
+
+    def noise(hyper, name):
+        return hyper[name] if static.train_noise else 0.0
+
+    def loss(params, key, hyper, data):
+        if static.mode == "population":
+            mu = _signal(noise(hyper, "label_flip"), noise(hyper, "bit_flip"), k)
+            return pm.population_loss(params, cfg, data["pi"], n, mu)
+        alpha = pm.attention(params)
+        c = params["weights"]["readout"] * jax.lax.stop_gradient(params["head_mask"])
+        if static.loo:
+            prompts = sample_prompts(key, data["pi"], n + 1, k, static.batch,
+                                     distractor_bits=static.distractor_bits,
+                                     label_flip=noise(hyper, "label_flip"),
+                                     bit_flip=noise(hyper, "bit_flip"))
+            phi = pm.features(alpha, prompts.z, k)  # (B, N+1, m)
+            total = jnp.einsum("bn,bnh->bh", prompts.y, phi)
+            others = (total[:, None, :] - prompts.y[..., None] * phi) / n
+            pred = jnp.einsum("bnh,bnh,h->bn", phi, others, c)
+            return jnp.mean((pred - prompts.y) ** 2)
+        prompts = sample_prompts(key, data["pi"], n, k, static.batch,
+                                 distractor_bits=static.distractor_bits,
+                                 label_flip=noise(hyper, "label_flip"),
+                                 bit_flip=noise(hyper, "bit_flip"))
+        return jnp.mean((pm.apply(params, prompts, k) - prompts.y_query) ** 2)
+
+    before_step = grad_transform = schedule_phases = None
+    if static.protocol == "progressive":
+        idx = jnp.arange(m_max)
+
+        def phase(step, hyper):
+            heads = jnp.maximum(hyper["heads"], 1)
+            length = jnp.maximum(static.steps // heads, 1)
+            return jnp.minimum(step // length, heads - 1), length
+
+        def before_step(params, step, hyper, data):
+            ph, length = phase(step, hyper)
+            logits = params["weights"]["logits"]
+            alpha = jax.nn.softmax(logits, axis=-1)
+            covered = jnp.sum(jnp.where((idx < ph)[:, None], alpha, 0.0), axis=0)
+            fresh = jnp.log(jnp.maximum(1.0 - k * covered, 0.01))
+            start = step == ph * length
+            row = (idx == ph) & start
+            # The new head starts uniform on the uncovered bits (plus the init noise for
+            # head 0) with readout 0: the readout grows first, then the attention follows
+            # the steepest feature.
+            logits = jnp.where(row[:, None] & (ph > 0), fresh[None, :], logits)
+            readout = jnp.where(row, 0.0, params["weights"]["readout"])
+            mask = ((idx <= ph) & (idx < hyper["heads"])).astype(params["head_mask"].dtype)
+            return {**params, "head_mask": mask,
+                    "weights": {**params["weights"], "logits": logits, "readout": readout}}
+
+        def grad_transform(grads, params, step, hyper):
+            ph, _ = phase(step, hyper)
+            keep = (idx == ph)[:, None].astype(grads["logits"].dtype)
+            # Per-head normalised step: the active head's logit gradient has unit norm,
+            # so its attention keeps sharpening while the gradient itself decays.
+            g = grads["logits"]
+            g = g / jnp.maximum(jnp.linalg.norm(g, axis=-1, keepdims=True), 1e-12)
+            return {**grads, "logits": g * keep}
+
+        def schedule_phases(hyper):
+            return jnp.maximum(hyper["heads"], 1)
+
+    schedule = ScheduleConfig(kind=static.schedule, steps=static.steps,
+                              final_fraction=static.final_lr_fraction)
+    return build_trainer(init_params, loss, steps=static.steps, schedule=schedule,
+                         before_step=before_step, grad_transform=grad_transform,
+                         schedule_phases=schedule_phases)
+
+
+@functools.lru_cache(maxsize=64)
+def _vmapped_train(static: ParityStatic):
+    trainer = parity_trainer(static)
+    return jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))
+
+
+def classify_runs(block_mass, readout, heads, gamma, finite, *, mass=0.99, readout_rtol=0.02):
+    """Verdict per run from attention masses (runs, m_max, K) and readouts (runs, m_max).
+
+    For the first ``heads`` heads of a run, b_h = argmax_j mass_hj:
+
+    * ``diverged``: non-finite parameters or loss;
+    * ``collapsed``: two heads share a block (b_h = b_h' for h ≠ h');
+    * ``wrong_feature``: the blocks are distinct but not the top-m set {0..m−1};
+    * ``optimum_reached``: blocks = top m, every head has mass ≥ ``mass`` on its
+      block, and |c_h − γ_{b_h}| ≤ ``readout_rtol``·γ_{b_h};
+    * ``not_converged``: blocks = top m but the mass or readout criterion fails.
+    """
+    verdicts = []
+    for bm, c, m, ok in zip(block_mass, readout, heads, finite):
+        m = int(m)
+        if not ok:
+            verdicts.append("diverged")
+            continue
+        blocks = np.argmax(bm[:m], axis=1)
+        if len(set(blocks.tolist())) < m:
+            verdicts.append("collapsed")
+        elif set(blocks.tolist()) != set(range(m)):
+            verdicts.append("wrong_feature")
+        else:
+            peak = bm[np.arange(m), blocks]
+            target = np.asarray(gamma)[blocks]
+            good = np.all(peak >= mass) and np.all(np.abs(c[:m] - target) <= readout_rtol * target)
+            verdicts.append("optimum_reached" if good else "not_converged")
+    return verdicts
+
+
+def _as_levels(label_flip, bit_flip):
+    p = np.atleast_1d(np.asarray(check_in_range("label_flip", label_flip, 0.0, 0.5), float))
+    q = np.atleast_1d(np.asarray(check_in_range("bit_flip", bit_flip, 0.0, 0.5), float))
+    p, q = np.broadcast_arrays(p, q)
+    return p.ravel(), q.ravel()
+
+
+@functools.partial(jax.jit, static_argnames=("n_context", "k", "distractor_bits", "n_batches",
+                                              "batch"))
+def _evaluate(key, params, pi, label_flip, bit_flip, *, n_context, k, distractor_bits, n_batches,
+              batch):
+    keys = jax.random.split(key, n_batches)
+
+    def one(run_params, p, q):
+        def body(acc, kk):
+            prompts = sample_prompts(kk, pi, n_context, k, batch, distractor_bits=distractor_bits,
+                                     label_flip=p, bit_flip=q)
+            err = (pm.apply(run_params, prompts, k) - prompts.y_query) ** 2
+            return (acc[0] + jnp.mean(err), acc[1] + jnp.mean(err**2)), None
+
+        zero = jnp.zeros((), pi.dtype)
+        (m1, m2), _ = jax.lax.scan(body, (zero, zero), keys)
+        return m1 / n_batches, m2 / n_batches
+
+    per_level = jax.vmap(one, in_axes=(None, 0, 0))
+    return jax.vmap(per_level, in_axes=(0, None, None))(params, label_flip, bit_flip)
+
+
+def evaluate(key, params, pi, n_context, k, *, label_flip=0.0, bit_flip=0.0, distractor_bits=0,
+             n_prompts=32768, batch=2048):
+    """Monte Carlo risk (runs, L) and SE of trained models on (p, q) noise pairs (broadcast)."""
+    pi = oracle.check_pi(pi)
+    n = check_int("n_context", n_context, 1)
+    n_prompts = check_int("n_prompts", n_prompts, 2)
+    batch = check_int("batch", batch, 1)
+    n_batches = max(1, -(-n_prompts // batch))
+    p, q = _as_levels(label_flip, bit_flip)
+    dtype = jnp.result_type(float)
+    m1, m2 = _evaluate(key, params, jnp.asarray(pi, dtype), jnp.asarray(p, dtype),
+                       jnp.asarray(q, dtype), n_context=n, k=int(k),
+                       distractor_bits=int(distractor_bits), n_batches=n_batches, batch=batch)
+    m1, m2 = np.asarray(m1, float), np.asarray(m2, float)
+    total = n_batches * batch
+    var = np.maximum(m2 - m1**2, 0.0) * total / (total - 1)
+    return m1, np.sqrt(var / total)
+
+
+def assess_runs(params, loss, pi, n_context, k, heads, *, distractor_bits, eval_key, eval_prompts):
+    """Per run: attention, block masses, readout, exact loss (5), MC test risk, verdict."""
+    cfg = pm.ParityConfig(len(pi), k, distractor_bits, params["weights"]["readout"].shape[-1])
+    alpha = np.asarray(jax.vmap(pm.attention)(params), float)
+    mass = np.asarray(jax.vmap(lambda p: pm.block_mass(p, cfg))(params), float)
+    readout = np.asarray(params["weights"]["readout"], float)
+    mask = np.asarray(params["head_mask"], float)
+    finite = (np.isfinite(alpha).all(axis=(1, 2)) & np.isfinite(readout).all(axis=1)
+              & np.isfinite(loss).all(axis=1))
+    risk = np.full(len(heads), np.nan)
+    for i in np.flatnonzero(finite):
+        m = int(heads[i])
+        risk[i] = oracle.population_loss(alpha[i, :m], readout[i, :m] * mask[i, :m], pi, n_context,
+                                         k, distractor_bits=distractor_bits) if m else 1.0
+    test, se = evaluate(eval_key, params, pi, n_context, k, distractor_bits=distractor_bits,
+                        n_prompts=eval_prompts)
+    gamma = oracle.optimal_readout(pi, n_context)
+    verdict = classify_runs(mass, readout, heads, gamma, finite)
+    return {"alpha": alpha, "block_mass": mass, "readout": readout, "risk": risk,
+            "test_risk": test[:, 0], "test_se": se[:, 0], "verdict": verdict, "finite": finite}
+
+
+@dataclass
+class ParityTrainResult:
+    """Per-run results of :func:`train` (runs are heads-major: run = i_heads·seeds + seed)."""
+
+    heads: np.ndarray
+    seed: np.ndarray
+    params: Any
+    block_mass: np.ndarray
+    """(runs, m_max, K) attention mass of each head on each block."""
+    readout: np.ndarray
+    risk: np.ndarray
+    """(runs,) exact population loss (5) of the trained model (clean)."""
+    test_risk: np.ndarray
+    test_se: np.ndarray
+    loss: np.ndarray
+    optimal_risks: np.ndarray
+    """(K+1,) R_0..R_K (Theorem C)."""
+    verdict: list
+    static: ParityStatic
+    wall_time: float
+
+    def summary_rows(self):
+        rows = []
+        for m in np.unique(self.heads):
+            sel = self.heads == m
+            verdicts = [self.verdict[i] for i in np.flatnonzero(sel)]
+            counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
+            ok = np.isfinite(self.risk[sel])
+            rows.append({
+                "heads": int(m), "R_m": float(self.optimal_risks[m]),
+                "best_risk": float(np.min(self.risk[sel][ok])) if ok.any() else float("nan"),
+                "median_risk": float(np.median(self.risk[sel][ok])) if ok.any() else float("nan"),
+                "success": counts.get("optimum_reached", 0), "runs": int(sel.sum()),
+                "verdicts": counts,
+            })
+        return rows
+
+
+def train(key, pi, n_context, k, heads, *, mode="monte_carlo", protocol="progressive", seeds=1,
+          steps=2000, batch=256, learning_rate=0.05, init_scale=0.1, loo=True, distractor_bits=0,
+          m_max=None, schedule="cosine", final_lr_fraction=0.01, eval_prompts=16384):
+    """Train m-head parity models for every (m, seed) in one compiled program.
+
+    Parameters follow :class:`ParityStatic`; ``heads`` is an iterable of head
+    counts in [1, K].  Seed s uses ``fold_in(key, s)`` for every m.
+    Returns :class:`ParityTrainResult` with verdicts from :func:`classify_runs`.
+    """
+    pi = oracle.check_pi(pi)
+    n_features = len(pi)
+    n = check_int("n_context", n_context, 1)
+    k = check_int("k", k, 1)
+    heads = [check_int("heads[]", m, 1, n_features) for m in np.atleast_1d(heads)]
+    seeds = check_int("seeds", seeds, 1)
+    m_max = check_int("m_max", max(heads) if m_max is None else m_max, max(heads), n_features)
+    check_in_range("learning_rate", learning_rate, np.finfo(float).tiny)
+    check_in_range("init_scale", init_scale, 0.0)
+    static = ParityStatic(n_features=n_features, k=k, n_context=n, m_max=m_max,
+                          distractor_bits=int(distractor_bits), mode=mode, protocol=protocol,
+                          steps=steps, batch=batch if mode == "monte_carlo" else 1, loo=bool(loo),
+                          schedule=schedule, final_lr_fraction=final_lr_fraction)
+    dtype = jnp.result_type(float)
+    run_heads = np.repeat(np.asarray(heads), seeds)
+    run_seed = np.tile(np.arange(seeds), len(heads))
+    r = len(run_heads)
+    hyper = {
+        "heads": jnp.asarray(run_heads, jnp.int32),
+        "learning_rate": jnp.full(r, learning_rate, dtype),
+        "init_scale": jnp.full(r, init_scale, dtype),
+        "label_flip": jnp.zeros(r, dtype),
+        "bit_flip": jnp.zeros(r, dtype),
+    }
+    data = {"pi": jnp.asarray(pi, dtype)}
+    train_key, eval_key = jax.random.split(key)
+    keys = jax.vmap(lambda s: jax.random.fold_in(train_key, s))(jnp.asarray(run_seed))
+    start = time.perf_counter()
+    params, metrics = _vmapped_train(static)(keys, hyper, data)
+    params = jax.block_until_ready(params)
+    wall = time.perf_counter() - start
+    loss = np.asarray(metrics["loss"], float)
+    out = assess_runs(params, loss, pi, n, k, run_heads, distractor_bits=distractor_bits,
+                      eval_key=eval_key, eval_prompts=eval_prompts)
+    return ParityTrainResult(
+        heads=run_heads, seed=run_seed, params=params, block_mass=out["block_mass"],
+        readout=out["readout"], risk=out["risk"], test_risk=out["test_risk"],
+        test_se=out["test_se"], loss=loss, optimal_risks=oracle.optimal_risks(pi, n),
+        verdict=out["verdict"], static=static, wall_time=wall,
+    )
