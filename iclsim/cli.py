@@ -4,6 +4,7 @@
     iclsim show RESULTS
     iclsim plot RESULTS [--out DIR] [--format png --format pdf]
     iclsim keys [SETTING]
+    iclsim compare LINEAR_RESULT PARITY_RESULT [--out DIR]
 
 Errors in sweep files and overrides are one line naming the key and what is
 allowed, with exit status 2.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from iclsim.engine.config import ConfigError, apply_overrides, describe, load_toml, parse
 
-SETTINGS = ("linear",)
+SETTINGS = ("linear", "parity")
 
 
 def _setting(name):
@@ -26,6 +27,10 @@ def _setting(name):
         from iclsim.linear.sweep import LINEAR
 
         return LINEAR
+    if name == "parity":
+        from iclsim.parity.sweep import PARITY
+
+        return PARITY
     raise ConfigError(f"setting: {name!r} is not allowed; choose one of {', '.join(SETTINGS)}")
 
 
@@ -89,11 +94,34 @@ def _cmd_keys(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from iclsim import compare
+
+    linear, linear_setting = _load(args.linear)
+    parity, parity_setting = _load(args.parity)
+    if linear_setting.name != "linear":
+        raise ConfigError(f"{args.linear}: LINEAR_RESULT is a {linear_setting.name} result; "
+                          "give a linear one, e.g. from sweeps/linear_label_noise.toml")
+    if parity_setting.name != "parity":
+        raise ConfigError(f"{args.parity}: PARITY_RESULT is a {parity_setting.name} result; "
+                          "give a parity one, e.g. from sweeps/parity_label_flip.toml")
+    out = Path(args.out) if args.out else Path(".")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        paths = compare.scale_vs_noise(linear, parity, out, tuple(args.format or ("png", "pdf")))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for path in paths:
+        print(f"figure:  {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iclsim",
         description="Sweeps of trained in-context learners against their exact oracles.",
-        epilog="Sweep files live in sweeps/ (see docs/sweeps.md); 'iclsim keys' lists every key.",
+        epilog="Sweep files live in sweeps/ (see docs/sweeps.md); 'iclsim keys linear' and "
+               "'iclsim keys parity' list every key.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run (or resume) a sweep file",
@@ -124,6 +152,28 @@ def build_parser() -> argparse.ArgumentParser:
                           description="List every key of a sweep file.")
     keys.add_argument("setting", nargs="?", default="linear", choices=SETTINGS)
     keys.set_defaults(func=_cmd_keys)
+    compare = sub.add_parser(
+        "compare", help="side-by-side figure: model scale vs noise sensitivity in both settings",
+        description="Draw scale_vs_noise.{png,pdf} from two stored results (no training): left, "
+        "setting 1 (linear regression, rank-r LSA): risk vs context label-noise variance σ² per "
+        "rank r; right, setting 2 (sparse parity, m heads): risk vs context label-flip "
+        "probability p per head count m; theory lines from the stored oracle values, trained "
+        "models as points ± 1 SE; bottom row: the best scale r*(σ²) and m*(p), theory and "
+        "simulation, falling as the noise grows.",
+        epilog="Example: iclsim run sweeps/linear_label_noise.toml; iclsim run "
+        "sweeps/parity_label_flip.toml; iclsim compare results/linear_label_noise-<hash> "
+        "results/parity_label_flip-<hash> --out figures/")
+    compare.add_argument("linear", metavar="LINEAR_RESULT",
+                         help="a linear sweep folder or its result.nc with more than one "
+                              "eval.label_noise value (e.g. from sweeps/linear_label_noise.toml)")
+    compare.add_argument("parity", metavar="PARITY_RESULT",
+                         help="a parity sweep folder or its result.nc with more than one "
+                              "eval.label_flip value (e.g. from sweeps/parity_label_flip.toml)")
+    compare.add_argument("--out", metavar="DIR",
+                         help="output folder (default: the current folder)")
+    compare.add_argument("--format", action="append", choices=("png", "pdf", "svg"),
+                         help="figure format (repeatable; default png and pdf)")
+    compare.set_defaults(func=_cmd_compare)
     return parser
 
 

@@ -57,8 +57,10 @@ class TrainStatic:
     final_lr_fraction: float = 0.01
     average_tail: float = 0.0
     train_noise: bool = False
+    adam_b1: float = 0.9
 
     def __post_init__(self):
+        check_in_range("adam_b1", self.adam_b1, 0.0, 0.9999)
         check_int("n_context", self.n_context, 1)
         check_int("batch", self.batch, 1)
         check_int("steps", self.steps, 1)
@@ -116,7 +118,8 @@ def linear_trainer(static: TrainStatic):
         kind=static.schedule, steps=static.steps, final_fraction=static.final_lr_fraction
     )
     return build_trainer(
-        init_params, loss, steps=static.steps, schedule=schedule, average_tail=static.average_tail
+        init_params, loss, steps=static.steps, schedule=schedule, average_tail=static.average_tail,
+        adam_b1=static.adam_b1,
     )
 
 
@@ -356,6 +359,7 @@ def train(
     r_max=None,
     eval_prompts=32768,
     rtol=0.1,
+    adam_b1=0.9,
 ) -> LinearTrainResult:
     """Train rank-limited LSA models for every (rank, seed) in one compiled program.
 
@@ -381,6 +385,7 @@ def train(
     r_max : padded rank (default ``max(ranks)``).
     eval_prompts : held-out prompts for the Monte Carlo test risk.
     rtol : verdict tolerance, see :func:`classify_runs`.
+    adam_b1 : Adam's first-moment decay (0.9; 0.99 averages more gradient noise).
 
     Returns
     -------
@@ -402,7 +407,7 @@ def train(
         d=d, n_context=n, r_max=r_max, mode=mode, parametrization=parametrization, init=init,
         steps=steps, batch=batch if mode == "monte_carlo" else 1, schedule=schedule,
         final_lr_fraction=final_lr_fraction, average_tail=average_tail,
-        train_noise=bool(train_label_noise),
+        train_noise=bool(train_label_noise), adam_b1=float(adam_b1),
     )
     dtype = jnp.result_type(float)
     run_rank = np.repeat(np.asarray(ranks), seeds)

@@ -7,7 +7,11 @@ Spec: ``shared/spec/parity.md``.  Public API:
   :func:`population_loss`, :func:`signal`;
 * data (JAX): :func:`sample_prompts`, :class:`Prompts`;
 * model (JAX): :mod:`iclsim.parity.model` (``ParityConfig``, ``init``, ``apply``,
-  ``attention``, ``block_mass``, ``hard_attention``, ``population_loss``).
+  ``attention``, ``block_mass``, ``hard_attention``, ``population_loss``);
+* training: :func:`train`, :func:`evaluate`, :func:`classify_runs`;
+* sweeps: :class:`ParitySweepConfig` and the engine setting :data:`PARITY`
+  (``iclsim run sweeps/parity_*.toml``, or
+  ``iclsim.engine.sweep.run_sweep(cfg, PARITY)``).
 """
 
 from iclsim.parity import model
@@ -23,6 +27,8 @@ from iclsim.parity.oracle import (
     signal,
     thresholds,
 )
+from iclsim.parity.sweep import PARITY, ParitySweepConfig
+from iclsim.parity.training import ParityTrainResult, classify_runs, evaluate, train
 
 __all__ = [
     "model",
@@ -37,4 +43,10 @@ __all__ = [
     "population_loss",
     "signal",
     "thresholds",
+    "PARITY",
+    "ParitySweepConfig",
+    "ParityTrainResult",
+    "classify_runs",
+    "evaluate",
+    "train",
 ]
