@@ -100,12 +100,18 @@ def _figure(path, noise, cov, n):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iclsim.linear", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=4000, help="Monte Carlo Adam steps (default 4000)")
+    parser.add_argument("--steps", type=int, default=8000, help="Monte Carlo Adam steps (default 8000)")
     parser.add_argument("--batch", type=int, default=1024, help="prompts per Monte Carlo step (default 1024)")
     parser.add_argument("--lr", type=float, default=0.02, help="Monte Carlo learning rate (default 0.02)")
-    parser.add_argument("--init-scale", type=float, default=0.5,
-                        help="Monte Carlo init scale (default 0.5; at 0.1 the weakest direction "
-                             "stays on the rank-(d-1) plateau for thousands of steps)")
+    parser.add_argument("--init-scale", type=float, default=0.1, help="Monte Carlo init scale (default 0.1)")
+    parser.add_argument("--adam-b1", type=float, default=0.99,
+                        help="Adam β1 for Monte Carlo (default 0.99: with 0.9 the weakest direction, "
+                             "λ = 0.1, follows the sign of a noisy gradient and rank 8 stays on the "
+                             "rank-7 plateau)")
+    parser.add_argument("--average-tail", type=float, default=0.25,
+                        help="Polyak-average the last fraction of Monte Carlo iterates (default 0.25)")
+    parser.add_argument("--full-steps", type=int, default=2000,
+                        help="steps of the full-LSA runs (random vs block init; default 2000, batch 256)")
     parser.add_argument("--seeds", type=int, default=4, help="seeds per rank (default 4)")
     parser.add_argument("--eval-prompts", type=int, default=65536, help="held-out prompts per run")
     parser.add_argument("--quick", action="store_true", help="small run (1000 steps, batch 128, 2 seeds)")
@@ -114,6 +120,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.batch, args.seeds, args.eval_prompts = 1000, 128, 2, 16384
+        args.full_steps = 1000
 
     start = time.perf_counter()
     cov = canonical_covariance(0)
@@ -128,20 +135,24 @@ def main(argv=None) -> int:
     print(_rank_table(pop, f"Population mode, reduced Γ = A Bᵀ, Adam 3000 steps, {args.seeds} seeds "
                            f"[{pop.wall_time:.1f} s]"))
     mc_kwargs = dict(mode="monte_carlo", seeds=args.seeds, steps=args.steps, batch=args.batch,
-                     learning_rate=args.lr, init_scale=args.init_scale,
-                     eval_prompts=args.eval_prompts)
+                     learning_rate=args.lr, init_scale=args.init_scale, adam_b1=args.adam_b1,
+                     average_tail=args.average_tail, eval_prompts=args.eval_prompts)
     results = {}
     for par in ("reduced", "block"):
         res = linear.train(key, cov, n, ranks, parametrization=par, **mc_kwargs)
         results[par] = res
         print()
         print(_rank_table(res, f"Monte Carlo mode, {par}, {args.steps} steps x batch {args.batch}, "
-                               f"lr {args.lr}, init scale {args.init_scale}, {args.seeds} seeds "
+                               f"lr {args.lr}, init scale {args.init_scale}, β1 {args.adam_b1}, "
+                               f"tail average {args.average_tail}, {args.seeds} seeds "
                                f"[{res.wall_time:.1f} s]"))
     for init in ("random", "block"):
-        res = linear.train(key, cov, n, ranks, parametrization="full", init=init, **mc_kwargs)
+        res = linear.train(key, cov, n, ranks, parametrization="full", init=init,
+                           **{**mc_kwargs, "steps": args.full_steps, "batch": 256})
         print()
-        print(_rank_table(res, f"Monte Carlo mode, full LSA, {init} init [{res.wall_time:.1f} s]"))
+        print(_rank_table(res, f"Monte Carlo mode, full LSA, {init} init, {args.full_steps} steps x "
+                               f"batch 256, lr {args.lr}, init scale {args.init_scale} "
+                               f"[{res.wall_time:.1f} s]"))
         ok = sum(v == "optimum_reached" for v in res.verdict)
         stuck = sum(v == "stuck_at_rank_k" for v in res.verdict)
         print(f"full LSA, {init} init: {ok}/{len(res.verdict)} runs reach L_r, {stuck} stuck at a lower rank")
