@@ -23,16 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from iclsim.plotting import add_footer, save_figure
+from iclsim.plotting import pyplot as _plt
+
 __all__ = ["scale_vs_noise"]
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _first(da, dims):
@@ -177,19 +173,9 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf")) -> lis
     fig.suptitle("Scale vs noise sensitivity: larger models use more features, gain on clean "
                  "prompts and lose more when the context is noisy, so the best scale falls as "
                  "noise grows", fontsize=10.5)
-    fig.text(0.005, 0.005, f"left: {_name(linear_ds)}; right: {_name(parity_ds)}; trained "
-             "points: mean over non-diverged seeds at the first value of every other axis; "
-             "error bars ±1 SE (Monte Carlo)", fontsize=6.5, color="0.4", ha="left",
-             va="bottom")
-    engine = fig.get_layout_engine()
-    if engine is not None and hasattr(engine, "set"):
-        engine.set(rect=(0.0, 0.025, 1.0, 0.975))
-    paths = []
-    for fmt in formats:
-        path = Path(out_dir) / f"scale_vs_noise.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp.{fmt}")
-        fig.savefig(tmp, dpi=110, format=fmt)
-        tmp.replace(path)
-        paths.append(path)
+    add_footer(fig, f"left: {_name(linear_ds)}; right: {_name(parity_ds)}; trained points: mean "
+               "over non-diverged seeds at the first value of every other axis; error bars ±1 SE "
+               "(Monte Carlo)", height=0.025)
+    paths = save_figure(fig, out_dir, "scale_vs_noise", formats)
     plt.close(fig)
     return paths

@@ -21,7 +21,6 @@ import numpy as np
 
 from iclsim._validation import (
     check_covariance,
-    check_in_range,
     check_int,
     check_nonnegative,
 )

@@ -31,6 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from iclsim.plotting import add_footer
+from iclsim.plotting import pyplot as _plt
+from iclsim.plotting import save_figure as _save
+from iclsim.plotting import scale_colors as _colors
+
 __all__ = ["draw_all", "attention_mass", "readout", "risk_vs_noise", "training_curves",
            "best_heads_sim"]
 
@@ -43,28 +48,10 @@ _VERDICT_STYLE = {
 }
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
-def _save(fig, out_dir, stem, formats):
-    paths = []
-    for fmt in formats:
-        path = Path(out_dir) / f"{stem}.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp.{fmt}")
-        fig.savefig(tmp, dpi=110, format=fmt)
-        tmp.replace(path)
-        paths.append(path)
-    return paths
 
 
-def _colors(plt, n):
-    return plt.cm.viridis(np.linspace(0.0, 0.92, max(n, 1)))
 
 
 def _first(ds, var):
@@ -105,12 +92,6 @@ def _footer(ds) -> str:
     return "; ".join(bits)
 
 
-def _add_footer(fig, ds):
-    """Run settings in small print along the bottom edge (space kept free by the layout)."""
-    fig.text(0.005, 0.005, _footer(ds), fontsize=6.5, color="0.4", ha="left", va="bottom")
-    engine = fig.get_layout_engine()
-    if engine is not None and hasattr(engine, "set"):
-        engine.set(rect=(0.0, 0.035, 1.0, 0.965))
 
 
 def _problem(ds) -> str:
@@ -437,3 +418,8 @@ def draw_all(ds, out_dir, formats=("png", "pdf")) -> list[Path]:
     if ds.sizes.get("step", 0) > 0:
         paths += training_curves(ds, out_dir, formats)
     return paths
+
+
+def _add_footer(fig, ds):
+    """Run settings in small print along the bottom edge (space kept free by the layout)."""
+    add_footer(fig, _footer(ds))

@@ -155,7 +155,7 @@ def parity_trainer(static: ParityStatic):
     ``data``: ``{"pi": π}``.
     """
     cfg = static.model_config()
-    k, n = static.k, static.n_context
+    k = static.k
     m_max = static.m_max
 
     def init_params(key, hyper, data):
