@@ -22,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "FigureConfig",
     "spec",
     "parse",
     "load_toml",
@@ -231,3 +232,10 @@ def field_names(cls) -> list[str]:
 
 def replace(obj, **changes) -> Any:
     return dataclasses.replace(obj, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureConfig:
+    """The ``[figures]`` table of every sweep file."""
+
+    formats: tuple[str, ...] = spec(("png", "pdf"), "figure formats", choices=("png", "pdf", "svg"))

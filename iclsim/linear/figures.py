@@ -52,12 +52,6 @@ _VERDICT_STYLE = {
 }
 
 
-
-
-
-
-
-
 def _first(ds, var):
     """``ds[var]`` at the first learning rate, init scale and σ₀² (where those are dims)."""
     da = ds[var]
@@ -106,8 +100,6 @@ def _footer(ds) -> str:
     if name:
         bits.insert(0, f"sweep {name} {ds.attrs.get('config_hash', '')}".strip())
     return "; ".join(bits)
-
-
 
 
 def _log_y(ax):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iclsim.engine.config import ConfigError, spec
+from iclsim.engine.config import ConfigError, FigureConfig, spec
 from iclsim.engine.sweep import Group, Setting, pad_group
 from iclsim.linear import oracle
 from iclsim.linear.model import INITS, PARAMETRIZATIONS
@@ -119,11 +119,6 @@ class EvalConfig:
                                           min_len=1)
     n_prompts: int = spec(16384, "held-out prompts per run and noise level", lo=2)
     batch: int = spec(2048, "prompts per evaluation batch", lo=1)
-
-
-@dataclass(frozen=True)
-class FigureConfig:
-    formats: tuple[str, ...] = spec(("png", "pdf"), "figure formats", choices=("png", "pdf", "svg"))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iclsim._validation import check_covariance, check_in_range, check_int, check_nonnegative
+from iclsim.engine.evaluate import mean_and_se, risk_grid
 from iclsim.engine.trainer import SCHEDULES, ScheduleConfig, build_trainer
 from iclsim.linear import model as lsa
 from iclsim.linear import oracle
@@ -293,20 +294,13 @@ def _as_levels(label_noise, input_noise):
 def _evaluate(key, params, factor, label_noise, input_noise, *, n_context, n_batches, batch):
     keys = jax.random.split(key, n_batches)
 
-    def one(run_params, s2, sx2):
-        def body(acc, k):
-            prompts = sample_prompts(
-                k, None, n_context, batch, label_noise=s2, input_noise=sx2, factor=factor
-            )
-            err = (lsa.apply(run_params, prompts) - prompts.y_query) ** 2
-            return (acc[0] + jnp.mean(err), acc[1] + jnp.mean(err**2)), None
+    def squared_errors(run_params, s2, sx2, k):
+        prompts = sample_prompts(
+            k, None, n_context, batch, label_noise=s2, input_noise=sx2, factor=factor
+        )
+        return (lsa.apply(run_params, prompts) - prompts.y_query) ** 2
 
-        zero = jnp.zeros((), factor.dtype)
-        (m1, m2), _ = jax.lax.scan(body, (zero, zero), keys)
-        return m1 / n_batches, m2 / n_batches
-
-    per_level = jax.vmap(one, in_axes=(None, 0, 0))
-    return jax.vmap(per_level, in_axes=(0, None, None))(params, label_noise, input_noise)
+    return risk_grid(squared_errors, keys, params, label_noise, input_noise, factor.dtype)
 
 
 def evaluate(key, params, cov, n_context, *, label_noise=0.0, input_noise=0.0, n_prompts=32768,
@@ -332,10 +326,7 @@ def evaluate(key, params, cov, n_context, *, label_noise=0.0, input_noise=0.0, n
         key, params, factor, jnp.asarray(s2, dtype), jnp.asarray(sx2, dtype),
         n_context=n, n_batches=n_batches, batch=batch,
     )
-    m1, m2 = np.asarray(m1, float), np.asarray(m2, float)
-    total = n_batches * batch
-    var = np.maximum(m2 - m1**2, 0.0) * total / (total - 1)
-    return m1, np.sqrt(var / total)
+    return mean_and_se(m1, m2, n_batches * batch)
 
 
 def train(

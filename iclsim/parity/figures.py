@@ -48,12 +48,6 @@ _VERDICT_STYLE = {
 }
 
 
-
-
-
-
-
-
 def _first(ds, var):
     """``ds[var]`` at the first learning rate, init scale and N (where those are dims)."""
     da = ds[var]
@@ -90,8 +84,6 @@ def _footer(ds) -> str:
     if name:
         bits.insert(0, f"sweep {name} {ds.attrs.get('config_hash', '')}".strip())
     return "; ".join(bits)
-
-
 
 
 def _problem(ds) -> str:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iclsim.engine.config import ConfigError, spec
+from iclsim.engine.config import ConfigError, FigureConfig, spec
 from iclsim.engine.sweep import Group, Setting, pad_group
 from iclsim.engine.trainer import SCHEDULES
 from iclsim.parity import oracle
@@ -124,11 +124,6 @@ class EvalConfig:
     n_prompts: int = spec(65536, "held-out prompts per run and (p, q) level", lo=2)
     test_prompts: int = spec(65536, "held-out clean prompts per run for test_risk", lo=2)
     batch: int = spec(2048, "prompts per evaluation batch", lo=1)
-
-
-@dataclass(frozen=True)
-class FigureConfig:
-    formats: tuple[str, ...] = spec(("png", "pdf"), "figure formats", choices=("png", "pdf", "svg"))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iclsim._validation import check_in_range, check_int
+from iclsim.engine.evaluate import mean_and_se, risk_grid
 from iclsim.engine.trainer import SCHEDULES, ScheduleConfig, build_trainer
 from iclsim.parity import model as pm
 from iclsim.parity import oracle
@@ -273,19 +274,12 @@ def _evaluate(key, params, pi, label_flip, bit_flip, *, n_context, k, distractor
               batch):
     keys = jax.random.split(key, n_batches)
 
-    def one(run_params, p, q):
-        def body(acc, kk):
-            prompts = sample_prompts(kk, pi, n_context, k, batch, distractor_bits=distractor_bits,
-                                     label_flip=p, bit_flip=q)
-            err = (pm.apply(run_params, prompts, k) - prompts.y_query) ** 2
-            return (acc[0] + jnp.mean(err), acc[1] + jnp.mean(err**2)), None
+    def squared_errors(run_params, p, q, kk):
+        prompts = sample_prompts(kk, pi, n_context, k, batch, distractor_bits=distractor_bits,
+                                 label_flip=p, bit_flip=q)
+        return (pm.apply(run_params, prompts, k) - prompts.y_query) ** 2
 
-        zero = jnp.zeros((), pi.dtype)
-        (m1, m2), _ = jax.lax.scan(body, (zero, zero), keys)
-        return m1 / n_batches, m2 / n_batches
-
-    per_level = jax.vmap(one, in_axes=(None, 0, 0))
-    return jax.vmap(per_level, in_axes=(0, None, None))(params, label_flip, bit_flip)
+    return risk_grid(squared_errors, keys, params, label_flip, bit_flip, pi.dtype)
 
 
 def evaluate(key, params, pi, n_context, k, *, label_flip=0.0, bit_flip=0.0, distractor_bits=0,
@@ -301,10 +295,7 @@ def evaluate(key, params, pi, n_context, k, *, label_flip=0.0, bit_flip=0.0, dis
     m1, m2 = _evaluate(key, params, jnp.asarray(pi, dtype), jnp.asarray(p, dtype),
                        jnp.asarray(q, dtype), n_context=n, k=int(k),
                        distractor_bits=int(distractor_bits), n_batches=n_batches, batch=batch)
-    m1, m2 = np.asarray(m1, float), np.asarray(m2, float)
-    total = n_batches * batch
-    var = np.maximum(m2 - m1**2, 0.0) * total / (total - 1)
-    return m1, np.sqrt(var / total)
+    return mean_and_se(m1, m2, n_batches * batch)
 
 
 def assess_runs(params, loss, pi, n_context, k, heads, *, distractor_bits, eval_key, eval_prompts):
