@@ -18,12 +18,11 @@ noisier.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from iclsim.plotting import add_footer, save_figure
+from iclsim.plotting import add_footer, result_config, save_figure
 from iclsim.plotting import pyplot as _plt
 
 __all__ = ["scale_vs_noise"]
@@ -115,10 +114,7 @@ def _best_panel(ax, panel, fine_lines, symbol, name):
 
 
 def _name(ds):
-    try:
-        cfg = json.loads(ds.attrs.get("config", "{}"))
-    except (TypeError, ValueError):
-        cfg = {}
+    cfg = result_config(ds)
     return f"{cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}".strip()
 
 

@@ -7,11 +7,12 @@ appears under its final name.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["pyplot", "save_figure", "scale_colors", "add_footer"]
+__all__ = ["pyplot", "save_figure", "scale_colors", "add_footer", "result_config", "sweep_footer"]
 
 
 def pyplot():
@@ -47,3 +48,33 @@ def add_footer(fig, text, *, height=0.035):
     engine = fig.get_layout_engine()
     if engine is not None and hasattr(engine, "set"):
         engine.set(rect=(0.0, height, 1.0, 1.0 - height))
+
+
+def result_config(ds) -> dict:
+    """The resolved sweep config stored in a result's attributes ({} if absent or unreadable)."""
+    try:
+        return json.loads(ds.attrs.get("config", "{}"))
+    except (TypeError, ValueError):
+        return {}
+
+
+def sweep_footer(ds, run_bits, model_text) -> str:
+    """Footer text: sweep name and hash, training (mode, ``model_text``, steps, batch), the
+    run settings ``run_bits``, evaluation prompts and the JAX dtype of a stored result."""
+    cfg = result_config(ds)
+    bits = list(run_bits)
+    train, ev = cfg.get("train", {}), cfg.get("eval", {})
+    if train:
+        mode = train.get("mode", "?")
+        text = f"training: {mode}, {model_text}, {train.get('steps', '?')} steps"
+        if mode == "monte_carlo":
+            text += f" × {train.get('batch', '?')} prompts"
+        bits.insert(0, text)
+    if ev:
+        bits.append(f"evaluation: {ev.get('n_prompts', '?')} MC prompts per point")
+    if ds.attrs.get("dtype"):
+        bits.append(f"JAX dtype {ds.attrs['dtype']}")
+    name = cfg.get("name")
+    if name:
+        bits.insert(0, f"sweep {name} {ds.attrs.get('config_hash', '')}".strip())
+    return "; ".join(bits)

@@ -79,8 +79,9 @@ class ScheduleConfig:
             f = jnp.ones_like(count)
         else:
             decay_len = jnp.maximum((self.steps - self.warmup) // jnp.maximum(phases, 1), 1)
-            frac = jnp.clip(jnp.mod(count - self.warmup, decay_len) / decay_len, 0.0, 1.0)
-            frac = jnp.where(count - self.warmup >= decay_len * phases, 1.0, frac)
+            since = count - self.warmup
+            frac = jnp.mod(since, decay_len) / decay_len
+            frac = jnp.where(since < 0, 0.0, jnp.where(since >= decay_len * phases, 1.0, frac))
             f = self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + jnp.cos(jnp.pi * frac))
         if self.warmup > 0:
             f = f * jnp.minimum(1.0, (count + 1.0) / self.warmup)
@@ -104,21 +105,11 @@ class Trainer(NamedTuple):
     averaged_params: Callable
 
 
-def _optimizer(hyper, schedule: ScheduleConfig, schedule_phases=None, sgd_weights=(), b1=0.9):
+def _optimizer(hyper, schedule: ScheduleConfig, schedule_phases=None, b1=0.9):
     lr0 = hyper["learning_rate"]
     phases = 1 if schedule_phases is None else schedule_phases(hyper)
-
-    def learning_rate(count):
-        return lr0 * schedule.factor(count, phases)
-
-    adam = optax.inject_hyperparams(optax.adam, static_args=("b1",))(
-        learning_rate=learning_rate, b1=b1)
-    if not sgd_weights:
-        return adam
-    sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
-    return optax.multi_transform(
-        {"adam": adam, "sgd": sgd},
-        lambda weights: {name: ("sgd" if name in sgd_weights else "adam") for name in weights},
+    return optax.inject_hyperparams(optax.adam, static_args=("b1",))(
+        learning_rate=lambda count: lr0 * schedule.factor(count, phases), b1=b1
     )
 
 
@@ -132,7 +123,6 @@ def build_trainer(
     before_step: Callable | None = None,
     grad_transform: Callable | None = None,
     schedule_phases: Callable | None = None,
-    sgd_weights: tuple[str, ...] = (),
     update_transform: Callable | None = None,
     adam_b1: float = 0.9,
 ) -> Trainer:
@@ -151,10 +141,7 @@ def build_trainer(
     entries such as masks), and ``grad_transform(grads, params, step, hyper) ->
     grads`` edits the gradient before Adam (e.g. freezes rows);
     ``schedule_phases(hyper)`` (traced int) restarts the cosine schedule in each of
-    that many equal phases.  ``sgd_weights`` names top-level entries of
-    ``params["weights"]`` updated by plain gradient descent with the same
-    learning-rate schedule instead of Adam (with a ``grad_transform`` that
-    normalises their gradient this is normalised gradient descent);
+    that many equal phases.
     ``update_transform(updates, params, step, hyper) -> updates`` edits the
     optimizer's update (e.g. zeroes frozen rows, which Adam's momentum would
     otherwise keep moving after their gradient is zeroed).  ``adam_b1`` is
@@ -162,7 +149,6 @@ def build_trainer(
     gradient noise, which matters when the signal-to-noise ratio is low).
     """
     steps = check_int("steps", steps, 1)
-    sgd_weights = tuple(sgd_weights)
     check_in_range("average_tail", average_tail, 0.0, 1.0)
     if average_tail >= 1.0:
         raise ValueError(f"average_tail must be in [0, 1), got {average_tail}")
@@ -174,14 +160,14 @@ def build_trainer(
     def init(key, hyper, data):
         k_init, k_data = jax.random.split(key)
         params = init_params(k_init, hyper, data)
-        opt_state = _optimizer(hyper, schedule, schedule_phases, sgd_weights, adam_b1).init(params["weights"])
+        opt_state = _optimizer(hyper, schedule, schedule_phases, adam_b1).init(params["weights"])
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params["weights"])
         return TrainState(params, opt_state, k_data, jnp.zeros((), jnp.int32), zeros)
 
     def run(state: TrainState, hyper, data, n_steps: int):
         if isinstance(state.step, jax.core.Tracer):
             _TRACES["count"] += 1
-        opt = _optimizer(hyper, schedule, schedule_phases, sgd_weights, adam_b1)
+        opt = _optimizer(hyper, schedule, schedule_phases, adam_b1)
 
         def one_step(carry, _):
             params, opt_state, step, weight_sum = carry

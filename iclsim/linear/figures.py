@@ -31,12 +31,12 @@ the theory lines between the stored grid points are exact.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from iclsim.plotting import add_footer
+from iclsim.plotting import add_footer, sweep_footer
+from iclsim.plotting import result_config as _config
 from iclsim.plotting import pyplot as _plt
 from iclsim.plotting import save_figure as _save
 from iclsim.plotting import scale_colors as _colors
@@ -72,34 +72,12 @@ def _sim(ds, var, **sel):
     return values.mean("seed"), se.max("seed")
 
 
-def _config(ds) -> dict:
-    try:
-        return json.loads(ds.attrs.get("config", "{}"))
-    except (TypeError, ValueError):
-        return {}
-
-
 def _footer(ds) -> str:
     sel = {k: float(ds[k].values[0]) for k in ("learning_rate", "init_scale", "train_label_noise")}
     bits = [f"lr = {sel['learning_rate']:g}", f"init scale = {sel['init_scale']:g}",
             f"σ₀² = {sel['train_label_noise']:g}", f"{ds.seed.size} seed(s)"]
-    cfg = _config(ds)
-    train, model, ev = cfg.get("train", {}), cfg.get("model", {}), cfg.get("eval", {})
-    if train:
-        mode = train.get("mode", "?")
-        text = (f"training: {mode}, {model.get('parametrization', '?')}, "
-                f"{train.get('steps', '?')} steps")
-        if mode == "monte_carlo":
-            text += f" × {train.get('batch', '?')} prompts"
-        bits.insert(0, text)
-    if ev:
-        bits.append(f"evaluation: {ev.get('n_prompts', '?')} MC prompts per point")
-    if ds.attrs.get("dtype"):
-        bits.append(f"JAX dtype {ds.attrs['dtype']}")
-    name = cfg.get("name")
-    if name:
-        bits.insert(0, f"sweep {name} {ds.attrs.get('config_hash', '')}".strip())
-    return "; ".join(bits)
+    parametrization = _config(ds).get("model", {}).get("parametrization", "?")
+    return sweep_footer(ds, bits, parametrization)
 
 
 def _log_y(ax):

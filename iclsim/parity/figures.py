@@ -26,12 +26,12 @@ N of the sweep (printed in each figure's footer).  Figures:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from iclsim.plotting import add_footer
+from iclsim.plotting import add_footer, sweep_footer
+from iclsim.plotting import result_config as _config
 from iclsim.plotting import pyplot as _plt
 from iclsim.plotting import save_figure as _save
 from iclsim.plotting import scale_colors as _colors
@@ -58,32 +58,11 @@ def _n(ds) -> int:
     return int(ds.n_context.values[0])
 
 
-def _config(ds) -> dict:
-    try:
-        return json.loads(ds.attrs.get("config", "{}"))
-    except (TypeError, ValueError):
-        return {}
-
-
 def _footer(ds) -> str:
     bits = [f"N = {_n(ds)}", f"lr = {float(ds.learning_rate.values[0]):g}",
             f"init scale = {float(ds.init_scale.values[0]):g}", f"{ds.seed.size} seed(s)"]
-    cfg = _config(ds)
-    train, ev = cfg.get("train", {}), cfg.get("eval", {})
-    if train:
-        mode = train.get("mode", "?")
-        text = f"training: {mode}, {train.get('protocol', '?')}, {train.get('steps', '?')} steps"
-        if mode == "monte_carlo":
-            text += f" × {train.get('batch', '?')} prompts"
-        bits.insert(0, text)
-    if ev:
-        bits.append(f"evaluation: {ev.get('n_prompts', '?')} MC prompts per point")
-    if ds.attrs.get("dtype"):
-        bits.append(f"JAX dtype {ds.attrs['dtype']}")
-    name = cfg.get("name")
-    if name:
-        bits.insert(0, f"sweep {name} {ds.attrs.get('config_hash', '')}".strip())
-    return "; ".join(bits)
+    protocol = _config(ds).get("train", {}).get("protocol", "?")
+    return sweep_footer(ds, bits, protocol)
 
 
 def _problem(ds) -> str:

@@ -360,8 +360,8 @@ class ParityTrainResult:
 
 def train(key, pi, n_context, k, heads, *, mode="monte_carlo", protocol="progressive", seeds=1,
           steps=6000, batch=256, learning_rate=0.1, init_scale=None, loo=True, distractor_bits=0,
-          m_max=None, schedule="cosine", final_lr_fraction=0.01, eval_prompts=16384, adam_b1=None,
-          readout_warmup=0.1):
+          m_max=None, schedule="cosine", final_lr_fraction=0.01, eval_prompts=16384,
+          adam_b1=None, readout_warmup=0.1):
     """Train m-head parity models for every (m, seed) in one compiled program.
 
     Parameters follow :class:`ParityStatic`; ``heads`` is an iterable of head
@@ -392,7 +392,8 @@ def train(key, pi, n_context, k, heads, *, mode="monte_carlo", protocol="progres
                           distractor_bits=int(distractor_bits), mode=mode, protocol=protocol,
                           steps=steps, batch=batch if mode == "monte_carlo" else 1, loo=bool(loo),
                           schedule=schedule, final_lr_fraction=final_lr_fraction,
-                          adam_b1=None if adam_b1 is None else float(adam_b1), readout_warmup=float(readout_warmup))
+                          adam_b1=None if adam_b1 is None else float(adam_b1),
+                          readout_warmup=float(readout_warmup))
     dtype = jnp.result_type(float)
     run_heads = np.repeat(np.asarray(heads), seeds)
     run_seed = np.tile(np.arange(seeds), len(heads))
