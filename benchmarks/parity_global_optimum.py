@@ -1,8 +1,8 @@
 """Is the top-m solution of Theorem C the global minimum of the exact loss (5)?
 
-Spec ``shared/spec/parity.md``, Theorem C: for clean prompts the optimal m-head
+Theorem C of ``docs/theory/parity.md``: for clean prompts the optimal m-head
 model puts one head uniformly on each of the blocks of the top-m features, with
-readout γ_j (1) and risk R_m (2).  The spec proves this within hard (block-uniform)
+readout γ_j (1) and risk R_m (2).  docs/theory/parity.md proves this within hard (block-uniform)
 attention; whether soft attention can do better is checked here numerically, on
 the exact population loss (5), which holds for ANY attention rows and readout.
 
@@ -25,7 +25,7 @@ For the canonical example (K = 6, k = 2, D₀ = 0, N = 16,
    up until the loss stops changing in float64 (near the top-m solution the loss,
    minimised over c, rises only like ε⁴ in the off-block mass ε: about 5e-8 at
    ε = 1e-2 and 1e-11 at ε = 1e-3 for m = 1, so "within 1e-8 of R_m" is close to
-   the spec's "block mass >= 0.99");
+   the "block mass >= 0.99" criterion of docs/theory/parity.md);
 5. compare each endpoint with R_m from the independent numpy oracle
    (:func:`iclsim.parity.oracle.optimal_risk`) and re-evaluate the best endpoint
    with the numpy loss :func:`iclsim.parity.oracle.population_loss`;
@@ -37,7 +37,7 @@ What is printed, per m
 ``R_m`` (oracle); ``best`` (lowest endpoint loss); ``best−R_m``; ``<R_m?``
 (whether any endpoint is below R_m − 1e-10); ``hit`` (starts whose endpoint is
 within 1e-8 of R_m); the quantiles of endpoint − R_m over the starts; the blocks
-the best endpoint's heads attend (argmax block, 1-based as in the spec, and the
+the best endpoint's heads attend (argmax block, 1-based as in docs/theory/parity.md, and the
 attention mass on it); the most frequent endpoint configurations (sorted blocks of
 the heads; ``soft`` when a head has block mass < 0.99); the numpy-oracle value of
 the best endpoint and its difference from the JAX value; the hard-start endpoint.
@@ -77,7 +77,7 @@ N = 16
 HIT_TOL = 1e-8
 #: An endpoint "beats" the top-m solution when its loss is below R_m − this.
 BEAT_TOL = 1e-10
-#: A head "sits on" a block when its attention mass there is at least this (spec).
+#: A head "sits on" a block when its attention mass there is at least this (docs/theory/parity.md).
 MASS_CRITERION = 0.99
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 

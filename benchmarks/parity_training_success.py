@@ -1,6 +1,6 @@
 """Training success rate of the parity model (setting 2) over seeds, per head count m.
 
-Canonical example of spec ``parity.md`` (K = 6, k = 2, N = 16).  For each
+Canonical example of ``docs/theory/parity.md`` (K = 6, k = 2, N = 16).  For each
 protocol and mode it prints, per m: the number of runs whose verdict is
 ``optimum_reached`` and the counts of every failure mode (``collapsed``,
 ``wrong_feature``, ``not_converged``, ``diverged``), the median and largest gap

@@ -5,10 +5,10 @@ of the evaluation context's features, which lowers its clean risk but makes it
 more sensitive to noise, so the best model scale falls as the context gets
 noisier.
 
-* Setting 1 (spec ``linear.md``, Theorem B(a)): rank-r linear self-attention;
+* Setting 1 (Theorem B(a), ``docs/theory/linear.md``): rank-r linear self-attention;
   with context label noise σ² the rank-r optimum has risk R_r(σ²) = L_r + σ² S_r,
   S_r increasing in r; the best rank r*(σ²) = #{i : τ_i > σ²} falls with σ².
-* Setting 2 (spec ``parity.md``, Theorem D): m-head attention on sparse parity;
+* Setting 2 (Theorem D, ``docs/theory/parity.md``): m-head attention on sparse parity;
   with label-flip probability p the context signal is μ = 1 − 2p and the m-head
   optimum has risk R_m(μ); the best head count m*(μ) falls as μ falls.
 

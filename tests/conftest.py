@@ -17,7 +17,7 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-#: The canonical example of spec linear.md.
+#: The canonical example of docs/theory/linear.md.
 CANONICAL_LAMBDA = np.array([4.0, 2.5, 1.5, 1.0, 0.6, 0.35, 0.2, 0.1])
 CANONICAL_N = 20
 

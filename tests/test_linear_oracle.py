@@ -1,11 +1,12 @@
-"""Tests of the exact numpy oracle of setting 1 (spec ``shared/spec/linear.md``).
+"""Tests of the exact numpy oracle of setting 1 (theory: ``docs/theory/linear.md``).
 
 Every check compares the oracle with an independent computation:
 
-* a numerical minimisation of the spec's risk ``R(Γ)`` over factorised ``Γ = A Bᵀ``
-  (gradient written here from the spec formula, scipy L-BFGS-B);
+* a numerical minimisation of the risk ``R(Γ)`` of docs/theory/linear.md over
+  factorised ``Γ = A Bᵀ``
+  (gradient written here from that formula, scipy L-BFGS-B);
 * Monte Carlo over prompts from ``sample_prompts`` (tolerance: 4 standard errors);
-* closed forms of the spec re-derived here over the eigenvalues;
+* closed forms of docs/theory/linear.md re-derived here over the eigenvalues;
 * exact identities (rotation equivariance, basis averages, stationarity).
 
 Tolerances are either statistical (k · SE) or floating-point (a small multiple of
@@ -33,7 +34,7 @@ FP_RTOL = 1e-11
 
 
 # --------------------------------------------------------------------------------------
-# Independent reference formulas (written from the spec, not from the code)
+# Independent reference formulas (written from docs/theory/linear.md, not from the code)
 # --------------------------------------------------------------------------------------
 
 
@@ -44,13 +45,13 @@ def _rotated_cov(lam, seed):
 
 
 def _spec_M(cov, n, label_noise=0.0):
-    """M = ((N+1)/N) Λ² + ((t + σ²)/N) Λ (σ² = 0 is the spec's clean M)."""
+    """M = ((N+1)/N) Λ² + ((t + σ²)/N) Λ (σ² = 0 is the clean M)."""
     t = np.trace(cov)
     return (n + 1.0) / n * cov @ cov + (t + label_noise) / n * cov
 
 
 def _spec_risk(gamma, cov, n, label_noise=0.0):
-    """Spec: R(Γ) = t − 2 tr(ΛΓΛ) + tr(Γᵀ Λ Γ M)  (with σ² folded into M)."""
+    """R(Γ) = t − 2 tr(ΛΓΛ) + tr(Γᵀ Λ Γ M) of docs/theory/linear.md (σ² folded into M)."""
     m = _spec_M(cov, n, label_noise)
     return np.trace(cov) - 2.0 * np.trace(cov @ gamma @ cov) + np.trace(gamma.T @ cov @ gamma @ m)
 
@@ -175,7 +176,7 @@ def test_optimal_gamma_matches_numerical_minimisation(lam, seed, n, data):
     # ... and a numerical minimiser reaches it.
     assert abs(best_value - oracle_risk) <= 1e-6 * oracle_risk, (best_value, oracle_risk)
     assert _rel_fro(best_gamma, oracle_gamma) <= 1e-3, (best_gamma, oracle_gamma)
-    # The oracle's Γ attains its own risk under the spec formula.
+    # The oracle's Γ attains its own risk under the R(Γ) formula.
     assert abs(_spec_risk(oracle_gamma, cov, n) - oracle_risk) <= 1e3 * EPS * scale
     assert np.linalg.matrix_rank(oracle_gamma, tol=1e-9 * np.linalg.norm(oracle_gamma)) == r
 
@@ -315,7 +316,7 @@ def test_risk_and_sensitivity_closed_forms_and_monotonicity(covs, n):
     for r in range(d + 1):
         g = linear.optimal_gamma(cov, n, r)
         assert linear.optimal_risk(cov, n, r) == pytest.approx(L[r], rel=FP_RTOL)
-        # L_r is attained by Γ_r under the spec's R(Γ) (computed here) ...
+        # L_r is attained by Γ_r under R(Γ) (computed here) ...
         assert _spec_risk(g, cov, n) == pytest.approx(L[r], rel=1e-10)
         # ... and S_r = (1/N) tr(Γ_r Λ Γ_r Λ).
         s_from_gamma = np.trace(g @ cov @ g @ cov) / n
@@ -352,7 +353,7 @@ def test_zero_noise_recovers_clean_spec_risk(covs, n, seed):
     base = linear.population_risk(gamma, cov, n)
     assert abs(base - spec) <= tol
     assert linear.population_risk(gamma, cov, n, label_noise=0.0, input_noise=0.0) == base
-    # Label noise σ² with clean pretraining: the spec's M with t → t + σ² (Theorem B(a)
+    # Label noise σ² with clean pretraining: M with t → t + σ² (Theorem B(a)
     # extended to any Γ: + (σ²/N) tr(Γᵀ Λ Γ Λ)).
     s2 = 0.7
     noisy = linear.population_risk(gamma, cov, n, label_noise=s2)
@@ -511,7 +512,7 @@ def test_optimal_risks_broadcasts_over_noise_arrays():
 
 
 # --------------------------------------------------------------------------------------
-# 4. Canonical example of the spec
+# 4. Canonical example (docs/theory/linear.md)
 # --------------------------------------------------------------------------------------
 
 SPEC_L = [10.25, 6.85477, 4.86274, 3.78490, 3.14490, 2.82980, 2.69060, 2.63523, 2.61904]

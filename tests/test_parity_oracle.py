@@ -1,14 +1,14 @@
-"""Tests of the exact numpy oracle of setting 2 (spec ``shared/spec/parity.md``).
+"""Tests of the exact numpy oracle of setting 2 (theory: ``docs/theory/parity.md``).
 
 Every check compares the oracle with an independent computation:
 
-* the spec's canonical example table (numbers copied from the spec, 5 decimals);
+* the canonical example table of docs/theory/parity.md (numbers copied from it, 5 decimals);
 * brute-force enumeration of the risk from its definition (all bit vectors, all
   flip patterns, all N-tuples of context examples) for small D and N: exact, so
   the tolerance is floating point;
 * Monte Carlo over prompts from ``sample_prompts`` through the model's forward
   pass (tolerance: 4 standard errors, the SE computed from the sample);
-* closed forms of the spec re-derived here (clean risk (2), the threshold
+* closed forms of docs/theory/parity.md re-derived here (clean risk (2), the threshold
   equation, the count rule for m*).
 """
 
@@ -40,7 +40,7 @@ CANONICAL_N = 16
 CANONICAL_K = 2
 CANONICAL_GAMMA = [0.91429, 0.84211, 0.73846, 0.64000, 0.50526, 0.40000]
 CANONICAL_MU_STAR = [0.07376, 0.11004, 0.16305, 0.21370, 0.28199, 0.33333]
-#: (μ, p, q, [R_0..R_6], m*) rows of the spec table.
+#: (μ, p, q, [R_0..R_6], m*) rows of the canonical table (docs/theory/parity.md).
 CANONICAL_ROWS = [
     (1.00, 0.0, 0.0, [1, 0.63429, 0.42376, 0.31299, 0.24899, 0.21867, 0.20267], 6),
     (0.80, 0.1, 0.0, [1, 0.66772, 0.48157, 0.38750, 0.33528, 0.31192, 0.30016], 6),
@@ -72,7 +72,7 @@ flips = st.floats(0.0, 0.5)
 
 
 def _spec_clean_risks(pi, n):
-    """Spec (2): R_m = 1 − Σ_{j≤m} N π_j² / ((N − 1) π_j + 1)."""
+    """(2) of docs/theory/parity.md: R_m = 1 − Σ_{j≤m} N π_j² / ((N − 1) π_j + 1)."""
     terms = n * pi**2 / ((n - 1.0) * pi + 1.0)
     return 1.0 - np.concatenate([[0.0], np.cumsum(terms)])
 
@@ -82,7 +82,7 @@ def _all_bits(d):
 
 
 def _phi(alpha, z, k):
-    """φ_h(z) = cos(π k Σ_b α_hb (1 − z_b)/2), written from the spec."""
+    """φ_h(z) = cos(π k Σ_b α_hb (1 − z_b)/2), written from docs/theory/parity.md."""
     return np.cos(np.pi * k * (0.5 * (1.0 - z)) @ alpha.T)
 
 
@@ -211,7 +211,7 @@ def test_fixed_task_risks_average_to_risk(pi, n, p, q, k):
 
 @given(importances(), st.integers(1, 100))
 def test_fixed_task_risk_written_from_spec_4(pi, n):
-    """(4) re-derived here from the spec text, at μ = 0.7 (label flip 0.15)."""
+    """(4) re-derived here from docs/theory/parity.md, at μ = 0.7 (label flip 0.15)."""
     gam = n * pi / ((n - 1.0) * pi + 1.0)
     mu = 0.7
     for m in range(len(pi) + 1):

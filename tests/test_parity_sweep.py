@@ -199,7 +199,7 @@ def test_dataset_oracle_values_equal_the_oracle(cli_run):
                     oracle.optimal_risk(pi, 16, m, label_flip=p, bit_flip=q, k=2), rel=1e-12)
             assert int(ds["best_heads"].sel(**at)) == oracle.best_heads(
                 pi, 16, label_flip=p, bit_flip=q, k=2).heads
-    # Spec table: m* = 3 at p = 0.4 and m* = 4 at q = 0.25.
+    # Canonical table (docs/theory/parity.md): m* = 3 at p = 0.4 and m* = 4 at q = 0.25.
     assert int(ds["best_heads"].sel(n_context=16, label_flip=0.4, bit_flip=0.0)) == 3
     assert int(ds["best_heads"].sel(n_context=16, label_flip=0.0, bit_flip=0.25)) == 4
     np.testing.assert_allclose(ds["gamma"].sel(n_context=16), oracle.optimal_readout(pi, 16),

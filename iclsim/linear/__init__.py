@@ -1,6 +1,6 @@
 """Setting 1: in-context linear regression with rank-r linear self-attention.
 
-Spec: ``shared/spec/linear.md``.  Public API:
+Theory: ``docs/theory/linear.md``.  Public API:
 
 * oracle (exact, float64 numpy): :func:`optimal_gamma`, :func:`population_risk`,
   :func:`optimal_risk`, :func:`optimal_risks`, :func:`noise_sensitivity`,

@@ -1,4 +1,4 @@
-"""``python -m iclsim.linear``: setting 1 end to end on the spec's canonical example.
+"""``python -m iclsim.linear``: setting 1 end to end on the canonical example.
 
 Trains ranks 1..8 (population mode; Monte Carlo mode with the reduced and the
 block parametrisations; the full LSA from random and block-structured inits),

@@ -1,4 +1,4 @@
-"""Prompt sampler for setting 1 (spec ``linear.md``, section "Data").
+"""Prompt sampler for setting 1 (``docs/theory/linear.md``, section "Data").
 
 A prompt is a task ``w ~ N(0, I_d)``, context inputs ``x_1..x_N ~ N(0, Λ)``,
 labels ``y_i = wᵀx_i`` and a query ``x_q ~ N(0, Λ)`` with target ``y_q = wᵀx_q``.

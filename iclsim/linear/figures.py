@@ -1,6 +1,6 @@
 """Figures of setting 1, drawn only from a stored sweep result (an xarray Dataset).
 
-Conventions (spec ``linear.md``): risk is E[(ŷ − y_q)²] with a clean query
+Conventions (``docs/theory/linear.md``): risk is E[(ŷ − y_q)²] with a clean query
 target (no factor 1/2); σ² is the context label-noise variance, σ_x² the
 context input-noise variance, σ₀² the pretraining label-noise variance, N the
 number of in-context examples, r the rank of W^{KQ}, L_r the optimal rank-r risk.

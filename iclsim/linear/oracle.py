@@ -1,4 +1,4 @@
-"""Exact float64 oracle for setting 1 (spec: ``shared/spec/linear.md``).
+"""Exact float64 oracle for setting 1 (theory: ``docs/theory/linear.md``).
 
 In-context linear regression: task ``w ~ N(0, I_d)``, inputs ``x ~ N(0, Λ)``,
 labels ``y = wᵀx``; N in-context examples and one query.  The reduced predictor
@@ -44,7 +44,7 @@ TIE_RTOL = 1e-9
 
 
 class RankTieWarning(UserWarning):
-    """λ_r == λ_{r+1}: the rank-r optimum is not unique (spec, Theorem A)."""
+    """λ_r == λ_{r+1}: the rank-r optimum is not unique (Theorem A, docs/theory/linear.md)."""
 
 
 class RankTieError(ValueError):
@@ -88,7 +88,7 @@ def optimal_gamma_diagonal(lam, n_context: int, rank: int, *, pretrain_label_noi
 
 
 def optimal_gamma(cov, n_context, rank, *, pretrain_label_noise=0.0, on_tie="raise"):
-    """The rank-r minimiser Γ_r of the population risk (spec, Theorem A).
+    """The rank-r minimiser Γ_r of the population risk (Theorem A, docs/theory/linear.md).
 
     .. math::  Γ_r = U \\,\\mathrm{diag}(γ_1, …, γ_r, 0, …, 0)\\, Uᵀ,
                \\qquad γ_i = N / ((N+1) λ_i + t + σ_0^2)
@@ -153,7 +153,7 @@ def population_risk(gamma, cov, n_context, *, label_noise=0.0, input_noise=0.0, 
                  + \\tfrac{wᵀΛw + σ^2}{N} \\mathrm{tr}(P(Λ + σ_x^2 I)).
 
     Averaging over ``w ~ N(0, I)`` (``task=None``) replaces ``wᵀAw`` by ``tr A``;
-    at σ = σ_x = 0 this is the spec's ``R(Γ) = t − 2 tr(ΛΓΛ) + tr(ΓᵀΛΓM)``,
+    at σ = σ_x = 0 this is ``R(Γ) = t − 2 tr(ΛΓΛ) + tr(ΓᵀΛΓM)``,
     ``M = ((N+1)/N) Λ² + (t/N) Λ``.
     Derivation: ``E[h|w] = Λw``, ``E[hhᵀ|w] = ((N+1)/N) Λwwᵀ Λ
     + ((wᵀΛw + σ²)/N)(Λ + σ_x² I)`` (Gaussian fourth moments).
@@ -204,7 +204,7 @@ def population_risk(gamma, cov, n_context, *, label_noise=0.0, input_noise=0.0, 
 def optimal_risk(
     cov, n_context, rank, *, label_noise=0.0, input_noise=0.0, pretrain_label_noise=0.0
 ):
-    """Risk of the rank-r optimum (spec, Theorems A and B).
+    """Risk of the rank-r optimum (Theorems A and B, docs/theory/linear.md).
 
     ``population_risk(optimal_gamma(cov, N, r, pretrain_label_noise=σ₀²), cov, N,
     label_noise=σ², input_noise=σ_x²)``, in closed form over the eigenvalues:

@@ -1,6 +1,6 @@
 """Setting 2: in-context sparse parity with a two-layer multi-head attention model.
 
-Spec: ``shared/spec/parity.md``.  Public API:
+Theory: ``docs/theory/parity.md``.  Public API:
 
 * oracle (exact, float64 numpy): :func:`optimal_readout`, :func:`optimal_risk`,
   :func:`optimal_risks`, :func:`fixed_task_risk`, :func:`best_heads`,

@@ -1,4 +1,4 @@
-"""Prompt sampler for setting 2 (spec ``parity.md``, section "Data").
+"""Prompt sampler for setting 2 (``docs/theory/parity.md``, section "Data").
 
 Hidden bits ``z ∈ {±1}^D`` are uniform, ``D = K·k + D₀``; block ``B_j`` is bits
 ``jk, …, jk + k − 1`` (0-based j) and the last D₀ bits are distractors.  A task

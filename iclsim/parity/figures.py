@@ -1,11 +1,11 @@
 """Figures of setting 2, drawn only from a stored sweep result (an xarray Dataset).
 
-Conventions (spec ``parity.md``): risk is E[(ŷ − y_q)²] with a clean query
+Conventions (``docs/theory/parity.md``): risk is E[(ŷ − y_q)²] with a clean query
 target; m is the number of attention heads; features j = 1..K are ranked by
 importance π₁ ≥ … ≥ π_K and live on blocks B_j of k bits; p is the context
 label-flip probability, q the context bit-flip probability, and the context
 signal is μ = (1 − 2p)(1 − 2q)^k.  R_m(μ) is the risk of the clean m-head optimum
-(Theorem D, spec (3)); γ_j its readout (spec (1)); m* the best head count.
+(Theorem D, (3)); γ_j its readout ((1)); m* the best head count.
 
 Theory is drawn as lines (oracle values stored in the result), simulation as
 points with ±1 SE error bars (mean over the non-diverged seeds; the SE shown is

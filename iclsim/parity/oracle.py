@@ -1,4 +1,4 @@
-"""Exact float64 oracle for setting 2 (spec: ``shared/spec/parity.md``).
+"""Exact float64 oracle for setting 2 (theory: ``docs/theory/parity.md``).
 
 In-context sparse parity: hidden bits ``z ∈ {±1}^D`` (uniform), ``D = K·k + D₀``;
 K blocks ``B_j`` of k bits each carry the features ``χ_j(z) = Π_{b∈B_j} z_b``, the
@@ -14,9 +14,9 @@ so that a context example carries the signal ``μ = (1 − 2p)(1 − 2q)^k``.
 This module is pure numpy (float64) and never imports the models or JAX: it is
 the independent reference that trained models are checked against.
 
-Conventions: ``π`` is sorted in decreasing order (``π₁ ≥ … ≥ π_K``); the spec's
-features ``j = 1..K`` are array indices ``0..K−1`` here, so "the top-m features"
-are indices ``0..m−1`` and a task index ``task`` is 0-based (as in
+Conventions: ``π`` is sorted in decreasing order (``π₁ ≥ … ≥ π_K``); the
+features ``j = 1..K`` of docs/theory/parity.md are array indices ``0..K−1``
+here, so "the top-m features" are indices ``0..m−1`` and a task index ``task`` is 0-based (as in
 :class:`iclsim.parity.Prompts`).  ``N = n_context``.
 """
 
@@ -117,7 +117,8 @@ def _check_heads(heads, n_features: int) -> int:
 
 
 def optimal_readout(pi, n_context):
-    """γ_j = N π_j / ((N − 1) π_j + 1), the optimal readout of head j (spec (1)).
+    """γ_j = N π_j / ((N − 1) π_j + 1), the optimal readout of head j
+    ((1) of docs/theory/parity.md).
 
     Returns the (K,) array for all features; the m-head optimum uses the first m.
     """
@@ -127,7 +128,8 @@ def optimal_readout(pi, n_context):
 
 
 def signal(label_flip=0.0, bit_flip=0.0, k=None):
-    """μ = (1 − 2p)(1 − 2q)^k, the signal a noisy context example carries (spec, Data).
+    """μ = (1 − 2p)(1 − 2q)^k, the signal a noisy context example carries
+    (docs/theory/parity.md, Data).
 
     ``label_flip`` p and ``bit_flip`` q in [0, 0.5] may be arrays (broadcast);
     ``k`` (the parity degree) is required when q > 0.
@@ -147,12 +149,13 @@ def _deltas(pi, n, mu):
 
 
 def optimal_risks(pi, n_context, *, label_flip=0.0, bit_flip=0.0, k=None):
-    """``[R_0, R_1, …, R_K]``, the risk of the clean m-head optimum at signal μ (spec (3)).
+    """``[R_0, R_1, …, R_K]``, the risk of the clean m-head optimum at signal μ
+    ((3) of docs/theory/parity.md).
 
     .. math::  R_m(μ) = 1 + Σ_{j≤m} Δ_j(μ),
                \\quad Δ_j(μ) = γ_j^2((1 − 1/N) π_j μ^2 + 1/N) − 2 π_j γ_j μ,
 
-    with γ from (1) and μ = (1 − 2p)(1 − 2q)^k.  At μ = 1 this is spec (2),
+    with γ from (1) and μ = (1 − 2p)(1 − 2q)^k.  At μ = 1 this is (2),
     ``R_m = 1 − Σ_{j≤m} N π_j² / ((N − 1) π_j + 1)``.  ``label_flip`` and
     ``bit_flip`` may be arrays (broadcast together); the result then has shape
     ``broadcast_shape + (K + 1,)``.
@@ -166,9 +169,9 @@ def optimal_risks(pi, n_context, *, label_flip=0.0, bit_flip=0.0, k=None):
 
 
 def optimal_risk(pi, n_context, heads, *, label_flip=0.0, bit_flip=0.0, k=None):
-    """R_m(μ) of the clean m-head optimum (spec (3)); see :func:`optimal_risks`.
+    """R_m(μ) of the clean m-head optimum ((3)); see :func:`optimal_risks`.
 
-    Heads uniform on the blocks of the top-m features, readout γ (spec (1)),
+    Heads uniform on the blocks of the top-m features, readout γ ((1)),
     evaluated with context label flips p and bit flips q.  Ties in π at the
     boundary make the optimum non-unique but not its risk.
     """
@@ -180,7 +183,7 @@ def optimal_risk(pi, n_context, heads, *, label_flip=0.0, bit_flip=0.0, k=None):
 
 
 def fixed_task_risk(pi, n_context, heads, task, *, label_flip=0.0, bit_flip=0.0, k=None):
-    """Risk of the clean m-head optimum on the fixed task j* (spec (4)).
+    """Risk of the clean m-head optimum on the fixed task j* ((4) of docs/theory/parity.md).
 
     .. math::  R_m(j^*, μ) = 1 + Σ_{j≤m} γ_j^2/N
                + [j^* ≤ m](γ_{j^*}^2 (1 − 1/N) μ^2 − 2 γ_{j^*} μ).
@@ -201,7 +204,8 @@ def fixed_task_risk(pi, n_context, heads, task, *, label_flip=0.0, bit_flip=0.0,
 
 
 def thresholds(pi, n_context):
-    """μ*_j, the signal level above which feature j lowers the risk (spec, Theorem D).
+    """μ*_j, the signal level above which feature j lowers the risk
+    (Theorem D, docs/theory/parity.md).
 
     Δ_j(μ) < 0 iff ``(N − 1) π_j μ (2 − μ) > 1 − 2μ``.  With ``a = (N − 1) π_j``
     the boundary is the smaller root of ``a μ² − 2(a + 1) μ + 1 = 0``,
@@ -273,7 +277,7 @@ def feature_moments(attention, n_features, k):
         G_{hh'} = ½\\big(\\cos(θ_h + θ_{h'}) \\prod_b \\cos(w_{hb} + w_{h'b})
                  + \\cos(θ_h − θ_{h'}) \\prod_b \\cos(w_{hb} − w_{h'b})\\big).
 
-    On the simplex the θ factors are the spec's 1 and cos 2θ, cos 0 = 1; the
+    On the simplex the θ factors are 1 and cos 2θ of (5), cos 0 = 1; the
     general form keeps the identity exact for rows that do not sum to 1 exactly
     (e.g. a float32 softmax).  Derivation: ``E[e^{−iwz}] = cos w`` and
     ``E[z e^{−iwz}] = −i sin w`` for a uniform sign z, and ``i^k (−i)^k = 1``.
@@ -309,7 +313,7 @@ def population_loss(
     bit_flip=0.0,
     distractor_bits=0,
 ):
-    """Exact risk E[(ŷ − y_q)²] of ANY m-head model (spec (5)).
+    """Exact risk E[(ŷ − y_q)²] of ANY m-head model ((5) of docs/theory/parity.md).
 
     .. math::
         L(α, c; μ) = 1 − 2μ Σ_h c_h Σ_j π_j A_{hj}^2 + cᵀ (G ∘ M) c,

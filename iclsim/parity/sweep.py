@@ -1,13 +1,14 @@
 """Setting 2 as a sweep: the TOML schema, grid → groups, assessment, labelled dataset.
 
-Spec: ``shared/spec/parity.md`` (in-context sparse parity, m attention heads).
+Theory: ``docs/theory/parity.md`` (in-context sparse parity, m attention heads).
 
 Grid axes (``[axes]``): ``n_context`` N (static: one compiled program per N),
 ``heads`` m, ``seed``, ``learning_rate``, ``init_scale`` (traced: one program for
 all of them; heads are padded to ``m_max`` and masked).  Evaluation grid
 (``[eval]``): context label flips p × context bit flips q, i.e. the context
 signal μ = (1 − 2p)(1 − 2q)^k of Theorem D.  Training is always on clean prompts;
-the noisy evaluation compares the clean-trained models with R_m(μ) (spec (3)).
+the noisy evaluation compares the clean-trained models with R_m(μ)
+((3) of docs/theory/parity.md).
 See ``docs/sweeps.md``.
 """
 
@@ -38,7 +39,7 @@ __all__ = ["ParitySweepConfig", "PARITY", "RUN_AXES", "VERDICT_CODES", "CANONICA
 
 RUN_AXES = ("n_context", "heads", "seed", "learning_rate", "init_scale")
 VERDICT_CODES = tuple(VERDICTS)
-#: π of the spec's canonical example (K = 6, k = 2, N = 16).
+#: π of the canonical example of docs/theory/parity.md (K = 6, k = 2, N = 16).
 CANONICAL_PI = (0.40, 0.25, 0.15, 0.10, 0.06, 0.04)
 PI_FAMILIES = ("canonical", "explicit", "geometric", "power_law")
 
