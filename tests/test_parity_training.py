@@ -136,7 +136,7 @@ def test_classify_runs_names_each_failure_mode():
 def test_joint_protocol_failure_modes_are_detected():
     """Joint training from small random logits: every run gets a verdict; collapses are named.
 
-    The spec reports joint training mostly collapsing for m >= 2; here we only check
+    docs/theory/parity.md reports joint training mostly collapsing for m >= 2; here we only check
     that the verdicts are consistent with the masses (no silent success).
     """
     res = pt.train(jax.random.key(0), PI, N, K_DEG, [3], mode="population", protocol="joint",
