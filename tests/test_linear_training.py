@@ -123,7 +123,10 @@ def test_monte_carlo_mode_reaches_optimum_small():
 
 
 def test_spurious_rank_one_configuration_is_detected():
-    """The trap of docs/theory/linear.md (training facts): v_y = 0, label routed through the y-row of W^KQ -> risk L_1, not L_r."""
+    """The trap of docs/theory/linear.md (training facts).
+
+    v_y = 0, label routed through the y-row of W^KQ -> risk L_1, not L_r.
+    """
     d, n = 3, 10
     gamma1 = linear.optimal_gamma(COV3, n, 1)
     lam, u = linear.eigh_descending(COV3)

@@ -50,7 +50,7 @@ def _parities(z, n_feat, k):
 
 
 def _numpy_forward(logits, readout, mask, prompts, k):
-    """ŷ = Σ_h mask_h c_h φ_h(z_q) (1/N) Σ_i y_i φ_h(z_i), written in numpy from docs/theory/parity.md."""
+    """ŷ = Σ_h mask_h c_h φ_h(z_q) (1/N) Σ_i y_i φ_h(z_i), in numpy from docs/theory/parity.md."""
     logits = np.asarray(logits)
     alpha = np.exp(logits - logits.max(1, keepdims=True))
     alpha /= alpha.sum(1, keepdims=True)
