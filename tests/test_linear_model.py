@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from jax.test_util import check_grads
 from hypothesis import strategies as st
 
 from conftest import covariances, random_rotation
@@ -144,3 +145,124 @@ def test_rotation_covariance_in_prompts():
     emp = x.T @ x / len(x)
     se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / len(x))
     assert np.all(np.abs(emp - cov) < 5 * se)
+
+
+# --------------------------------------------------------------------------------------
+# Stackable layers
+# --------------------------------------------------------------------------------------
+
+EPS = np.finfo(np.float64).eps
+
+
+def _layer_tol(*arrays):
+    """A float64 round-off bound: 1000 eps times the largest magnitude involved."""
+    return 1e3 * EPS * max(1.0, *(float(np.max(np.abs(np.asarray(a)))) for a in arrays))
+
+
+def _numpy_full_layer(w_pv, w_kq, tokens):
+    """f(E) = E + W^{PV} E (Eᵀ W^{KQ} E)/N with E = Zᵀ, written literally in numpy (O(N²))."""
+    z = np.asarray(tokens)
+    emb = np.swapaxes(z, -1, -2)
+    n = z.shape[-2] - 1
+    out = emb + np.asarray(w_pv) @ emb @ (z @ np.asarray(w_kq) @ emb) / n
+    return np.swapaxes(out, -1, -2)
+
+
+def _random_params(kind, seed, d=D, r_max=3, rank=2, scale=0.8):
+    if kind == "full":
+        return _random_full(seed, d, r_max, rank)
+    params = lsa.init(jax.random.key(seed), lsa.LSAConfig(d, r_max, kind), rank=rank, scale=scale)
+    if kind == "block":
+        params["weights"]["u"] = jnp.asarray(1.7)
+    return params
+
+
+def _zero_like(params):
+    return {**params, "weights": jax.tree_util.tree_map(jnp.zeros_like, params["weights"])}
+
+
+def test_prompt_tokens_layout():
+    prompts = _prompts(0, b=5)
+    z = lsa.prompt_tokens(prompts)
+    assert z.shape == (5, N + 1, D + 1)
+    np.testing.assert_array_equal(z[:, :N, :D], prompts.x)
+    np.testing.assert_array_equal(z[:, :N, D], prompts.y)
+    np.testing.assert_array_equal(z[:, N, :D], prompts.x_query)
+    np.testing.assert_array_equal(z[:, N, D], 0.0)
+    np.testing.assert_array_equal(lsa.read_prediction(z), 0.0)
+
+
+@pytest.mark.parametrize("kind", ["full", "block", "reduced"])
+@pytest.mark.parametrize("seed", range(2))
+def test_layer_prediction_equals_apply(kind, seed):
+    params = _random_params(kind, seed)
+    prompts = _prompts(seed + 20)
+    out = lsa.lsa_layer(params, lsa.prompt_tokens(prompts))
+    assert out.shape == (B, N + 1, D + 1) and out.dtype == jnp.float64
+    want = lsa.apply(params, prompts)
+    np.testing.assert_allclose(lsa.read_prediction(out), want, rtol=0, atol=_layer_tol(want))
+    stacked = lsa.apply_stack([params], prompts)
+    np.testing.assert_allclose(stacked, want, rtol=0, atol=_layer_tol(want))
+
+
+@pytest.mark.parametrize("kind", ["full", "block", "reduced"])
+def test_layer_equals_literal_formula_on_all_tokens(kind):
+    """Every output token (not just ŷ) is f(E) = E + W^{PV} E (Eᵀ W^{KQ} E)/N, for tokens whose
+    query y-slot is not 0 (as inside a stack); block/reduced through their full embedding."""
+    params = _random_params(kind, 3)
+    tokens = np.array(lsa.prompt_tokens(_prompts(4)))
+    tokens[:, N, D] = np.random.default_rng(0).standard_normal(B)
+    full = lsa.to_full(params)
+    w_kq = (full["weights"]["a"] * full["rank_mask"]) @ full["weights"]["b"].T
+    want = _numpy_full_layer(full["weights"]["w_pv"], w_kq, tokens)
+    got = lsa.lsa_layer(params, tokens)
+    np.testing.assert_allclose(got, want, rtol=0, atol=_layer_tol(want))
+    np.testing.assert_allclose(lsa.lsa_layer(full, tokens), want, rtol=0, atol=_layer_tol(want))
+
+
+@pytest.mark.parametrize("kinds", [("full", "full"), ("reduced", "block"), ("block", "full")])
+def test_two_stacked_layers_run_and_differentiate(kinds):
+    layers = [_random_params(k, 5 + i, scale=0.5) for i, k in enumerate(kinds)]
+    prompts = _prompts(6)
+
+    def loss(weights):
+        stack = [{**p, "weights": w} for p, w in zip(layers, weights)]
+        return jnp.mean((lsa.apply_stack(stack, prompts) - prompts.y_query) ** 2)
+
+    weights = [p["weights"] for p in layers]
+    tokens = lsa.lsa_layer(layers[1], lsa.lsa_layer(layers[0], lsa.prompt_tokens(prompts)))
+    assert tokens.shape == (B, N + 1, D + 1) and np.all(np.isfinite(tokens))
+    value, grads = jax.value_and_grad(loss)(weights)
+    assert np.isfinite(value)
+    for w, g in zip(weights, grads):
+        assert jax.tree_util.tree_structure(w) == jax.tree_util.tree_structure(g)
+        for name in w:
+            assert g[name].shape == w[name].shape and np.all(np.isfinite(g[name]))
+    # The second layer does see the first one: its gradient is not zero.
+    assert any(np.any(np.asarray(g) != 0) for g in grads[1].values())
+    # Reverse-mode gradients agree with finite differences (float64).
+    check_grads(loss, (weights,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["full", "block", "reduced"])
+def test_stack_with_zero_second_layer_equals_one_layer(kind):
+    """A zero layer is the identity on tokens, and its Jacobian in the tokens is I, so the
+    stack's prediction and its gradient in the first layer's weights are one layer's."""
+    first = _random_params("full", 7)
+    second = _zero_like(_random_params(kind, 8))
+    prompts = _prompts(9)
+    tokens = lsa.prompt_tokens(prompts)
+    np.testing.assert_array_equal(lsa.lsa_layer(second, tokens), tokens)
+    want = lsa.apply(first, prompts)
+    stacked = lsa.apply_stack([first, second], prompts)
+    np.testing.assert_allclose(stacked, want, rtol=0, atol=_layer_tol(want))
+
+    def loss(weights, stack):
+        p = [{**first, "weights": weights}] + stack
+        return jnp.mean((lsa.apply_stack(p, prompts) - prompts.y_query) ** 2)
+
+    g_two = jax.grad(loss)(first["weights"], [second])
+    g_one = jax.grad(loss)(first["weights"], [])
+    for name in g_one:
+        tol = _layer_tol(g_one[name])
+        np.testing.assert_allclose(g_two[name], g_one[name], rtol=1e-12, atol=tol)

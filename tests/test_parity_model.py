@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jax.test_util import check_grads
 
 from iclsim import parity
 from iclsim.parity import model as pm
@@ -293,3 +294,99 @@ def test_model_config_validation():
         pm.init(jax.random.key(0), cfg, heads=3)
     with pytest.raises(ValueError, match="blocks\\[h\\] must be an integer in \\[0, 2\\]"):
         pm.hard_attention([0, 3], cfg)
+
+
+# --------------------------------------------------------------------------------------
+# Stackable layers
+# --------------------------------------------------------------------------------------
+
+EPS = np.finfo(np.float64).eps
+_CFG = pm.ParityConfig(K=3, k=K_DEG, distractor_bits=D0, m_max=4)
+
+
+def _layer_tol(*arrays):
+    """A float64 round-off bound: 1000 eps times the largest magnitude involved."""
+    return 1e3 * EPS * max(1.0, *(float(np.max(np.abs(np.asarray(a)))) for a in arrays))
+
+
+def _random_layer(seed, heads=3):
+    return pm.init(jax.random.key(seed), _CFG, heads=heads, scale=1.5)
+
+
+def test_prompt_tokens_layout():
+    p = _prompts(0, b=6)
+    t = pm.prompt_tokens(p)
+    assert t.shape == (6, N + 1, D + 1)
+    np.testing.assert_array_equal(t[:, :N, :D], p.z)
+    np.testing.assert_array_equal(t[:, :N, D], p.y)
+    np.testing.assert_array_equal(t[:, N, :D], p.z_query)
+    np.testing.assert_array_equal(pm.read_prediction(t), 0.0)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_layer_prediction_equals_apply(seed):
+    params = _random_layer(seed)
+    p = _prompts(seed + 10, label_flip=0.1, bit_flip=0.1)
+    out = pm.parity_layer(params, pm.prompt_tokens(p), K_DEG)
+    assert out.shape == (64, N + 1, D + 1) and out.dtype == jnp.float64
+    want = pm.apply(params, p, K_DEG)
+    np.testing.assert_allclose(pm.read_prediction(out), want, rtol=0, atol=_layer_tol(want))
+    stacked = pm.apply_stack([params], p, K_DEG)
+    np.testing.assert_allclose(stacked, want, rtol=0, atol=_layer_tol(want))
+    # Bits pass through; every label slot moves by the numpy forward with that token as query.
+    np.testing.assert_array_equal(out[..., :D], pm.prompt_tokens(p)[..., :D])
+    j = 2
+    as_query = p._replace(z_query=p.z[:, j])
+    w = params["weights"]
+    delta = _numpy_forward(w["logits"], w["readout"], params["head_mask"], as_query, K_DEG)
+    np.testing.assert_allclose(out[:, j, D] - p.y[:, j], delta, rtol=0, atol=_layer_tol(delta))
+
+
+def test_two_stacked_layers_run_and_differentiate():
+    layers = [_random_layer(20), _random_layer(21, heads=2)]
+    p = _prompts(22, label_flip=0.1)
+
+    def loss(weights):
+        stack = [{**q, "weights": w} for q, w in zip(layers, weights)]
+        return jnp.mean((pm.apply_stack(stack, p, K_DEG) - p.y_query) ** 2)
+
+    weights = [q["weights"] for q in layers]
+    tokens = pm.prompt_tokens(p)
+    for q in layers:
+        tokens = pm.parity_layer(q, tokens, K_DEG)
+    assert tokens.shape == (64, N + 1, D + 1) and np.all(np.isfinite(tokens))
+    value, grads = jax.value_and_grad(loss)(weights)
+    assert np.isfinite(value)
+    for w, g in zip(weights, grads):
+        for name in w:
+            assert g[name].shape == w[name].shape and np.all(np.isfinite(g[name]))
+    assert np.any(np.asarray(grads[1]["readout"]) != 0)
+    # Masked heads of either layer get no gradient.
+    np.testing.assert_array_equal(grads[0]["readout"][3:], 0.0)
+    np.testing.assert_array_equal(grads[1]["logits"][2:], 0.0)
+    check_grads(loss, (weights,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+def test_stack_with_zero_second_layer_equals_one_layer():
+    """Zero readouts make a layer the identity with Jacobian I in the tokens: the stack's
+    prediction and its gradient in the first layer's weights are one layer's."""
+    first = _random_layer(30)
+    second = _random_layer(31)
+    second = {**second, "weights": {**second["weights"], "readout": jnp.zeros(_CFG.m_max)}}
+    p = _prompts(32, label_flip=0.2)
+    tokens = pm.prompt_tokens(p)
+    np.testing.assert_array_equal(pm.parity_layer(second, tokens, K_DEG), tokens)
+    want = pm.apply(first, p, K_DEG)
+    np.testing.assert_allclose(
+        pm.apply_stack([first, second], p, K_DEG), want, rtol=0, atol=_layer_tol(want)
+    )
+
+    def loss(weights, stack):
+        layers = [{**first, "weights": weights}] + stack
+        return jnp.mean((pm.apply_stack(layers, p, K_DEG) - p.y_query) ** 2)
+
+    g_two = jax.grad(loss)(first["weights"], [second])
+    g_one = jax.grad(loss)(first["weights"], [])
+    for name in g_one:
+        tol = _layer_tol(g_one[name])
+        np.testing.assert_allclose(g_two[name], g_one[name], rtol=1e-12, atol=tol)

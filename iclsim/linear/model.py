@@ -1,4 +1,4 @@
-"""Linear self-attention (LSA) models of setting 1 (spec ``linear.md``, "Model").
+"""Linear self-attention (LSA) models of setting 1 (``docs/theory/linear.md``, "Model").
 
 Three parametrisations of one layer, one head, with a key-query matrix of
 rank at most r, padded to ``r_max`` columns and masked so that every rank shares
@@ -17,6 +17,13 @@ Parameters are a dict pytree ``{"weights": {...}, "rank_mask": (r_max,)}``; only
 ``weights`` is trained, and the parametrisation is read from the weight names.
 Every model exposes :func:`effective_gamma`, the Γ of the reduced predictor it
 implements, to be compared with :func:`iclsim.linear.optimal_gamma`.
+
+Stackable form.  :func:`prompt_tokens` lays a prompt out as the token matrix
+Z ∈ R^{(N+1)×(d+1)} (rows z_i = (x_i, y_i), i ≤ N, then the query (x_q, 0)),
+:func:`lsa_layer` maps Z to the layer output f(Z) of the same shape (residual
+form, Z + attention(Z)), and :func:`read_prediction` reads ŷ off the query
+token's y-slot; :func:`apply_stack` composes layers.  With one layer,
+``read_prediction(lsa_layer(params, prompt_tokens(p))) == apply(params, p)``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,11 @@ __all__ = [
     "rank_mask",
     "to_full",
     "reduced_population_risk",
+    "prompt_tokens",
+    "read_prediction",
+    "lsa_layer",
+    "lsa_layer_full",
+    "apply_stack",
 ]
 
 PARAMETRIZATIONS = ("full", "block", "reduced")
@@ -89,7 +101,7 @@ def init(key, config: LSAConfig, *, rank, scale=0.1):
     parametrisation's scalar u, which starts at 1 (A and B carry the scale).
     Block init (full LSA): W^{PV} = e_d e_dᵀ, A and B ~ N(0, scale²) on their
     first d rows and 0 on the last (y) row, so the model starts in the block form
-    of the spec with Γ = (A Bᵀ)ᵀ restricted to x.
+    of ``docs/theory/linear.md`` with Γ = (A Bᵀ)ᵀ restricted to x.
     """
     d, r = config.d, config.r_max
     dtype = jnp.result_type(float)
@@ -145,7 +157,7 @@ def effective_gamma(params):
     with v = W^{PV}[d, :] = (v_x, v_y) and K = W^{KQ} split into its
     x-block K_xx = K[:d, :d] and y-row K_yx = K[d, :d].  The full LSA's other
     terms (not of the reduced form) vanish at block-structured weights.  The
-    spurious rank-1 minimum of the spec is ``v_y ≈ 0`` with Γ = K_yxᵀ v_xᵀ.
+    spurious rank-1 minimum of ``docs/theory/linear.md`` is ``v_y ≈ 0`` with Γ = K_yxᵀ v_xᵀ.
     """
     kind = parametrization_of(params)
     w = params["weights"]
@@ -188,7 +200,9 @@ def apply(params, prompts):
 
 
 def apply_full_reference(w_pv, w_kq, prompts):
-    """The spec's full LSA written literally: builds E and f(E) = E + W^{PV} E (Eᵀ W^{KQ} E)/N.
+    """The full LSA of ``docs/theory/linear.md`` written literally.
+
+    Builds E and f(E) = E + W^{PV} E (Eᵀ W^{KQ} E)/N and returns f(E)[d, N].
 
     O(N²) reference implementation used by the tests; ``w_kq`` is the full
     (d+1)×(d+1) key-query matrix.
@@ -228,8 +242,8 @@ def reduced_population_risk(gamma, cov, n_context, label_noise=0.0, input_noise=
     """Exact risk of the reduced predictor in JAX (the population-mode objective).
 
     R(Γ) = t − 2 tr(ΛΓΛ) + ((N+1)/N) tr(Γᵀ Λ Γ Λ²) + ((t+σ²)/N) tr(ΓᵀΛΓ(Λ + σ_x² I))
-    (spec "Population risk"; σ², σ_x² the context noise).  Written independently of
-    the numpy oracle, which the tests compare it against.
+    (``docs/theory/linear.md``, "Population risk"; σ², σ_x² the context noise).
+    Written independently of the numpy oracle, which the tests compare it against.
     """
     n = n_context
     t = jnp.trace(cov)
@@ -241,3 +255,78 @@ def reduced_population_risk(gamma, cov, n_context, label_noise=0.0, input_noise=
         + (n + 1.0) / n * jnp.sum(p * lam2.T)
         + (t + label_noise) / n * (jnp.sum(p * cov.T) + input_noise * jnp.trace(p))
     )
+
+
+# --------------------------------------------------------------------------------------
+# Stackable layers: tokens in, tokens out
+# --------------------------------------------------------------------------------------
+
+
+def prompt_tokens(prompts):
+    """Token matrix Z of a batch of prompts, shape (B, N+1, d+1).
+
+    Row i ≤ N is the context token z_i = (x_i, y_i); the last row is the query
+    token (x_q, 0).  Z is the transpose of the embedding E of
+    ``docs/theory/linear.md`` (tokens are rows here, columns there).
+    """
+    ctx = jnp.concatenate([prompts.x, prompts.y[..., None]], axis=-1)
+    e_q = jnp.concatenate([prompts.x_query, jnp.zeros_like(prompts.x_query[..., :1])], axis=-1)
+    return jnp.concatenate([ctx, e_q[..., None, :]], axis=-2)
+
+
+def read_prediction(tokens):
+    """ŷ = the query token's y-slot, ``tokens[..., N, d]`` (= f(E)[d, N]), shape (B,)."""
+    return tokens[..., -1, -1]
+
+
+def lsa_layer_full(w_pv, w_kq, tokens):
+    """One full LSA layer on explicit (d+1)×(d+1) matrices, in residual form.
+
+    With tokens as rows (Z = Eᵀ) the layer f(E) = E + W^{PV} E (Eᵀ W^{KQ} E)/N of
+    ``docs/theory/linear.md`` reads, token by token,
+
+        f(z)_j = z_j + (1/N) Σ_{i ≤ N+1} (z_iᵀ W^{KQ} z_j) W^{PV} z_i,
+
+    i.e. ``Z + Z W^{KQ}ᵀ (Zᵀ Z) W^{PV}ᵀ / N``, computed in O(N d²).  Every token,
+    the query included, is a key and a value (the query's y-slot is 0 in the
+    first layer); N = ``tokens.shape[-2] − 1`` is the number of context tokens.
+    """
+    n = tokens.shape[-2] - 1
+    gram = jnp.einsum("...ni,...nj->...ij", tokens, tokens)
+    return tokens + tokens @ w_kq.T @ gram @ w_pv.T / n
+
+
+def lsa_layer(params, tokens):
+    """One LSA layer of any parametrisation: token matrix (B, N+1, d+1) → same shape.
+
+    full: :func:`lsa_layer_full` with W^{PV} and W^{KQ} = (A ∘ mask) Bᵀ.
+    block and reduced: the full layer at their embedding (:func:`to_full`), which
+    only moves the y-slots,
+
+        f(z)_j = z_j + (0, x_jᵀ Γ h),  h = (1/N) Σ_{i ≤ N+1} y_i x_i,
+
+    with Γ = :func:`effective_gamma`.  For any parametrisation,
+    ``read_prediction(lsa_layer(params, prompt_tokens(p)))`` equals
+    ``apply(params, p)`` (``docs/theory/linear.md``, "Model").
+    """
+    tokens = jnp.asarray(tokens)
+    kind = parametrization_of(params)
+    if kind == "full":
+        return lsa_layer_full(params["weights"]["w_pv"], _low_rank(params), tokens)
+    n = tokens.shape[-2] - 1
+    x, y = tokens[..., :-1], tokens[..., -1]
+    h = jnp.einsum("...n,...nd->...d", y, x) / n
+    update = jnp.einsum("...nd,de,...e->...n", x, effective_gamma(params), h)
+    return tokens.at[..., -1].add(update)
+
+
+def apply_stack(layers, prompts):
+    """ŷ (B,) of the layers applied in order to the prompt tokens.
+
+    ``layers`` is a sequence of parameter dicts (any mix of parametrisations of
+    one d); one layer gives :func:`apply`.
+    """
+    tokens = prompt_tokens(prompts)
+    for params in layers:
+        tokens = lsa_layer(params, tokens)
+    return read_prediction(tokens)

@@ -1,4 +1,4 @@
-"""Two-layer multi-head attention model of setting 2 (spec ``parity.md``, "Model").
+"""Two-layer multi-head attention model of setting 2 (``docs/theory/parity.md``, "Model").
 
 Layer 1, per example and head h: softmax attention over the D bit positions,
 ``α_h = softmax(q_h)``, then ``φ_h(z) = cos(π k Σ_b α_hb u_b)`` with
@@ -11,6 +11,13 @@ Parameters are a dict pytree ``{"weights": {"logits": (m_max, D), "readout":
 (m_max,)}, "head_mask": (m_max,)}``; only ``weights`` is trained.  Heads are padded
 to ``m_max`` and masked so that every head count shares one compiled program; a
 masked head contributes nothing to ŷ and gets zero gradient.
+
+Stackable form.  :func:`prompt_tokens` lays a prompt out as the token matrix
+Z ∈ R^{(N+1)×(D+1)} (rows (z_i, y_i), i ≤ N, then the query (z_q, 0)),
+:func:`parity_layer` maps Z to Z + attention(Z) (both stages above, writing into
+the label slot), and :func:`read_prediction` reads ŷ off the query token's
+label slot; :func:`apply_stack` composes layers.  With one layer,
+``read_prediction(parity_layer(params, prompt_tokens(p), k)) == apply(params, p, k)``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,11 @@ __all__ = [
     "hard_attention",
     "moments",
     "population_loss",
+    "prompt_tokens",
+    "read_prediction",
+    "attention_layer",
+    "parity_layer",
+    "apply_stack",
 ]
 
 
@@ -155,7 +167,9 @@ def moments(alpha, n_features, k):
 
 
 def population_loss(params, config: ParityConfig, pi, n_context, mu=1.0):
-    """Exact population loss (spec (5)) of the masked model, in JAX (differentiable).
+    """Exact population loss ((5) of ``docs/theory/parity.md``) of the masked model, in JAX.
+
+    Differentiable:
 
     ``L = 1 − 2μ Σ_h c_h Σ_j π_j A_hj² + cᵀ (G ∘ M) c``,
     ``M = (1 − 1/N) μ² A diag(π) Aᵀ + G/N``, with ``c = readout ∘ head_mask`` and
@@ -168,3 +182,69 @@ def population_loss(params, config: ParityConfig, pi, n_context, mu=1.0):
     c = params["weights"]["readout"] * jax.lax.stop_gradient(params["head_mask"])
     m_mat = (1.0 - 1.0 / n) * mu**2 * (a * pi) @ a.T + g / n
     return 1.0 - 2.0 * mu * c @ (a**2 @ pi) + c @ (g * m_mat) @ c
+
+
+# --------------------------------------------------------------------------------------
+# Stackable layers: tokens in, tokens out
+# --------------------------------------------------------------------------------------
+
+
+def prompt_tokens(prompts):
+    """Token matrix of a batch of prompts, shape (B, N+1, D+1).
+
+    Row i ≤ N is the context token (z_i, y_i); the last row is the query token
+    (z_q, 0).
+    """
+    ctx = jnp.concatenate([prompts.z, prompts.y[..., None]], axis=-1)
+    q = jnp.concatenate([prompts.z_query, jnp.zeros_like(prompts.z_query[..., :1])], axis=-1)
+    return jnp.concatenate([ctx, q[..., None, :]], axis=-2)
+
+
+def read_prediction(tokens):
+    """ŷ = the query token's label slot, ``tokens[..., N, D]``, shape (B,)."""
+    return tokens[..., -1, -1]
+
+
+def attention_layer(alpha, readout, mask, tokens, k):
+    """The m-head layer for explicit attention rows ``alpha`` (m, D), readout and mask (m,).
+
+    Token j = (z_j, y_j) goes to (z_j, y_j + Σ_h mask_h c_h φ_h(z_j) · h_h) with
+
+        φ_h(z) = cos(π k Σ_b α_hb (1 − z_b)/2),  h_h = (1/N) Σ_{i ≤ N+1} y_i φ_h(z_i)
+
+    (``docs/theory/parity.md``, "Model"): stage 1 is the within-token softmax
+    attention over bit positions, stage 2 the linear attention across tokens with
+    values y_i and readout c_h.  The bits pass through unchanged; every token,
+    the query included, is a key and a value (the query's label slot is 0 in the
+    first layer); N = ``tokens.shape[-2] − 1``.
+    """
+    tokens = jnp.asarray(tokens)
+    n = tokens.shape[-2] - 1
+    z, y = tokens[..., :-1], tokens[..., -1]
+    phi = features(alpha, z, k)  # (B, N+1, m)
+    h = jnp.einsum("...n,...nh->...h", y, phi) / n
+    c = readout * jax.lax.stop_gradient(mask)
+    update = jnp.einsum("h,...nh,...h->...n", c, phi, h)
+    return tokens.at[..., -1].add(update)
+
+
+def parity_layer(params, tokens, k):
+    """:func:`attention_layer` with α = softmax(logits): tokens (B, N+1, D+1) → same shape.
+
+    ``read_prediction(parity_layer(params, prompt_tokens(p), k))`` equals
+    ``apply(params, p, k)``.
+    """
+    return attention_layer(
+        attention(params), params["weights"]["readout"], params["head_mask"], tokens, k
+    )
+
+
+def apply_stack(layers, prompts, k):
+    """ŷ (B,) of the layers (a sequence of parameter dicts) applied in order.
+
+    One layer gives :func:`apply`.
+    """
+    tokens = prompt_tokens(prompts)
+    for params in layers:
+        tokens = parity_layer(params, tokens, k)
+    return read_prediction(tokens)
