@@ -1,8 +1,9 @@
 """The ``iclsim`` command: run sweeps, show and plot stored results.
 
-    iclsim run SWEEP.toml [--set key=value ...] [--quiet] [--distributed]
-    iclsim show RESULTS
-    iclsim plot RESULTS [--out DIR] [--format png --format pdf]
+    iclsim run SWEEP.toml [--set key=value ...] [--out DIR] [--quiet] [--resume-stale]
+               [--distributed]
+    iclsim show RESULTS...
+    iclsim plot RESULTS... [--out DIR] [--format png --format pdf]
     iclsim keys [SETTING]
     iclsim compare LINEAR_RESULT PARITY_RESULT [--out DIR]
 
@@ -13,11 +14,13 @@ allowed, with exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
 
 from iclsim.engine.config import ConfigError, apply_overrides, describe, load_toml, parse
+from iclsim.engine.store import SweepLocked
 
 SETTINGS = ("linear", "parity")
 
@@ -42,7 +45,10 @@ def load_config(path, overrides=()):
 
 
 def _cmd_run(args) -> int:
-    setting, cfg = load_config(args.sweep, args.set)
+    overrides = list(args.set)
+    if args.out:
+        overrides.append(f"output_dir={json.dumps(str(args.out))}")
+    setting, cfg = load_config(args.sweep, overrides)
     if args.distributed:
         import jax
 
@@ -51,19 +57,42 @@ def _cmd_run(args) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        outcome = run_sweep(cfg, setting, quiet=args.quiet)
+        outcome = run_sweep(cfg, setting, quiet=args.quiet, resume_stale=args.resume_stale)
     print(setting.summary(outcome.dataset))
     print(f"\nresult:  {outcome.path / 'result.nc'}")
     for path in outcome.figures:
         print(f"figure:  {path}")
     state = "resumed" if outcome.resumed else "fresh"
+    stale = outcome.dataset.attrs.get("resumed_stale_from")
+    if stale:
+        state += f" (stale: resumed from code {stale})"
     print(f"{state} run, {outcome.compiles} compile(s), wall time {outcome.wall_time:.1f} s")
     return 0
+
+
+def _resolve(path) -> Path:
+    """One result folder from a path: a result folder or file, or a folder holding several
+    results (one per code version or config), which resolves to the newest with a note."""
+    from iclsim.engine.store import result_dirs
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or folder")
+    if path.is_file():
+        return path
+    dirs = result_dirs(path)
+    if not dirs:
+        raise ConfigError(f"{path}: no result.nc below this folder (has the sweep finished?)")
+    if len(dirs) > 1:
+        print(f"note: {len(dirs)} results below {path}; using the newest, {dirs[0]}",
+              file=sys.stderr)
+    return dirs[0]
 
 
 def _load(path):
     from iclsim.engine.store import load_result
 
+    path = _resolve(path)
     try:
         ds = load_result(path)
     except (FileNotFoundError, OSError) as exc:
@@ -72,18 +101,22 @@ def _load(path):
 
 
 def _cmd_show(args) -> int:
-    ds, setting = _load(args.results)
-    print(setting.summary(ds))
+    for i, results in enumerate(args.results):
+        ds, setting = _load(results)
+        if len(args.results) > 1:
+            print(f"{'' if i == 0 else chr(10)}== {results}")
+        print(setting.summary(ds))
     return 0
 
 
 def _cmd_plot(args) -> int:
-    ds, setting = _load(args.results)
-    src = Path(args.results)
-    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in setting.figures(ds, out, tuple(args.format or ("png", "pdf"))):
-        print(f"figure:  {path}")
+    for results in args.results:
+        ds, setting = _load(results)
+        src = _resolve(results)
+        out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in setting.figures(ds, out, tuple(args.format or ("png", "pdf"))):
+            print(f"figure:  {path}")
     return 0
 
 
@@ -123,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Sweep files live in sweeps/ (see docs/sweeps.md); 'iclsim keys linear' and "
                "'iclsim keys parity' list every key.",
     )
+    from iclsim import __version__
+
+    parser.add_argument("--version", action="version", version=f"iclsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run (or resume) a sweep file",
                          description="Run a sweep: train every grid point in one compiled program "
@@ -132,18 +168,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key, e.g. --set train.steps=500 --set axes.rank=[1,2] "
                           "(values are TOML; repeatable)")
+    run.add_argument("--out", metavar="DIR",
+                     help="root folder of the results (default: output_dir of the sweep file, "
+                          "'results'); the result goes to DIR/<name>-<config hash>/<code hash>/")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--resume-stale", action="store_true",
+                     help="resume this config's newest folder even if it was made by other "
+                          "iclsim code (recorded in the result as resumed_stale_from); by "
+                          "default a change of code starts a fresh folder")
     run.add_argument("--distributed", action="store_true",
                      help="call jax.distributed.initialize() first (multi-host; each host runs "
                           "this same command and writes its own shard)")
     run.set_defaults(func=_cmd_run)
     show = sub.add_parser("show", help="print the summary table of a stored result",
                           description="Print the summary table of a stored result.")
-    show.add_argument("results", help="a sweep output folder or its result.nc")
+    show.add_argument("results", nargs="+",
+                      help="sweep output folder(s) or result.nc file(s); a folder holding "
+                           "several results resolves to the newest")
     show.set_defaults(func=_cmd_show)
     plot = sub.add_parser("plot", help="redraw the figures of a stored result",
                           description="Redraw figures from a stored result (no training).")
-    plot.add_argument("results", help="a sweep output folder or its result.nc")
+    plot.add_argument("results", nargs="+",
+                      help="sweep output folder(s) or result.nc file(s); a folder holding "
+                           "several results resolves to the newest")
     plot.add_argument("--out", help="output folder (default: next to the result)")
     plot.add_argument("--format", action="append", choices=("png", "pdf", "svg"),
                       help="figure format (repeatable; default png and pdf)")
@@ -183,6 +230,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
+        print(f"iclsim: error: {exc}", file=sys.stderr)
+        return 2
+    except SweepLocked as exc:
         print(f"iclsim: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,6 +1,9 @@
 """Shared test set-up: float64 JAX, hypothesis profiles and strategies."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -51,3 +54,28 @@ def covariances(draw, min_d=1, max_d=6):
     u = random_rotation(seed, len(lam))
     cov = (u * lam) @ u.T
     return 0.5 * (cov + cov.T), lam, u
+
+
+FAULTS = Path(__file__).with_name("fault_injection.py")
+
+
+def run_cli(*args, env=None, cache=None, kill_after_checkpoints=0, timeout=600):
+    """The ``iclsim`` CLI in a subprocess; ``kill_after_checkpoints`` > 0 SIGKILLs it after that
+    many chunk checkpoints (injected from outside the product, tests/fault_injection.py);
+    ``cache``: a persistent XLA compilation cache folder shared by the subprocesses."""
+    full_env = dict(os.environ, **(env or {}))
+    if cache is not None:
+        full_env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+        full_env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    if kill_after_checkpoints:
+        cmd = [sys.executable, str(FAULTS), str(kill_after_checkpoints), "--", *args]
+    else:
+        cmd = [sys.executable, "-m", "iclsim.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def result_folder(root) -> Path:
+    """The single result folder ``<root>/<name>-<config hash>/<code hash>/`` below ``root``."""
+    (config_folder,) = [p for p in Path(root).iterdir() if p.is_dir()]
+    (code_folder,) = [p for p in config_folder.iterdir() if p.is_dir()]
+    return code_folder

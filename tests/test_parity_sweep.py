@@ -18,6 +18,7 @@ from iclsim.engine.sweep import run_sweep
 from iclsim.linear.sweep import LINEAR, LinearSweepConfig
 from iclsim.parity import oracle
 from iclsim.parity.sweep import PARITY, ParitySweepConfig, simulated_best_heads
+from conftest import result_folder, run_cli
 
 TINY = textwrap.dedent(
     """
@@ -87,12 +88,8 @@ def jax_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax_cache")
 
 
-def _cli(*args, env=None, cache=None):
-    full_env = dict(os.environ, **(env or {}))
-    if cache is not None:
-        full_env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "iclsim.cli", *args], capture_output=True,
-                          text=True, env=full_env, timeout=600)
+def _cli(*args, **kwargs):
+    return run_cli(*args, **kwargs)
 
 
 def _parse(text, *overrides):
@@ -162,7 +159,7 @@ def cli_run(tmp_path_factory, jax_cache):
     proc = _cli("run", str(path), "--quiet", "--set", f"output_dir='{root / 'ref'}'",
                 cache=jax_cache)
     assert proc.returncode == 0, proc.stderr
-    folder = next((root / "ref").iterdir())
+    folder = result_folder(root / "ref")
     return root, path, folder, proc
 
 
@@ -221,9 +218,9 @@ def test_kill_minus_9_then_resume_is_bitwise_equal(cli_run, jax_cache):
     root, path, ref_folder, _ = cli_run
     out = root / "resume"
     args = ("run", str(path), "--quiet", "--set", f"output_dir='{out}'")
-    killed = _cli(*args, env={"ICLSIM_KILL_AFTER_CHUNKS": "1"}, cache=jax_cache)
+    killed = _cli(*args, kill_after_checkpoints=1, cache=jax_cache)
     assert killed.returncode == -signal.SIGKILL
-    folder = next(out.iterdir())
+    folder = result_folder(out)
     assert list(folder.glob("group-000.ckpt.p0.npz")) and not list(folder.glob("result*.nc"))
     resumed = _cli(*args, cache=jax_cache)
     assert resumed.returncode == 0, resumed.stderr
@@ -255,7 +252,7 @@ def test_diverged_run_is_flagged_and_left_out(cli_run, jax_cache):
                 "axes.learning_rate=[0.1, 1e300]", "--set", "axes.seeds=1", cache=jax_cache)
     assert proc.returncode == 0, proc.stderr
     assert "DivergedRunWarning" in proc.stderr and "learning_rate=1e+300" in proc.stderr
-    ds = store.load_result(next(out.iterdir()))
+    ds = store.load_result(result_folder(out))
     assert ds["diverged"].sel(learning_rate=1e300).all()
     assert (ds["verdict"].sel(learning_rate=1e300) == "diverged").all()
     assert not ds["diverged"].sel(learning_rate=0.1).any()
@@ -270,4 +267,4 @@ def test_diverged_run_is_flagged_and_left_out(cli_run, jax_cache):
     assert f"{finite:.4f}/" in text
     assert "all diverged" in text and "diverged x1" in text
     for stem in ("parity_attention_mass", "parity_readout", "parity_risk_vs_label_flip"):
-        assert (next(out.iterdir()) / f"{stem}.png").exists()
+        assert (result_folder(out) / f"{stem}.png").exists()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from iclsim.engine.config import ConfigError, apply_overrides, parse
 from iclsim.engine.sweep import DivergedRunWarning, run_sweep
 from iclsim.linear import oracle
 from iclsim.linear.sweep import LINEAR, LinearSweepConfig
+from conftest import result_folder, run_cli
 
 SMALL = textwrap.dedent(
     """
@@ -65,10 +67,8 @@ def sweep_file(tmp_path):
     return path
 
 
-def _cli(*args, env=None):
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "iclsim.cli", *args], capture_output=True,
-                          text=True, env=full_env, timeout=600)
+def _cli(*args, **kwargs):
+    return run_cli(*args, **kwargs)
 
 
 def _config(path, *overrides):
@@ -187,9 +187,9 @@ def test_kill_minus_9_then_resume_is_bitwise_equal(tmp_path):
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     out = tmp_path / "resume"
     args = ("run", str(path), "--quiet", "--set", f"output_dir='{out}'")
-    killed = _cli(*args, env={"ICLSIM_KILL_AFTER_CHUNKS": "2"})
+    killed = _cli(*args, kill_after_checkpoints=2)
     assert killed.returncode == -signal.SIGKILL
-    folder = next(out.iterdir())
+    folder = result_folder(out)
     assert list(folder.glob("group-000.ckpt.p0.npz")), "the checkpoint of chunk 2 is on disk"
     assert not list(folder.glob("result*.nc"))
     assert not list(folder.glob(".*.tmp"))  # nothing half-written left behind
@@ -197,7 +197,7 @@ def test_kill_minus_9_then_resume_is_bitwise_equal(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed run" in resumed.stdout
     got = store.load_result(folder)
-    ref = store.load_result(next((tmp_path / "ref").iterdir()))
+    ref = store.load_result(result_folder(tmp_path / "ref"))
     for name in RESULT_VARS:
         np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=name)
 
@@ -311,7 +311,8 @@ def test_multihost_each_host_writes_its_shard(tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
-    folder = tmp_path / "mh" / outs[0][0].split()[-1].split("/")[-1]
+    folder = Path(outs[0][0].split()[-1])
+    assert folder.parent.parent == tmp_path / "mh"  # <root>/<name>-<config>/<code>/
     assert sorted(f.name for f in folder.glob("result*.nc")) == ["result.p0.nc", "result.p1.nc"]
     ds = store.load_result(folder)
     assert bool(ds["present"].all()) and ds.attrs["device_count"] == 4

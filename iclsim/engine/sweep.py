@@ -13,9 +13,17 @@ module runs them:
 * steps run in chunks of ``chunk_steps``; after each chunk the state and the
   loss curve so far are checkpointed atomically, and a progress bar (tqdm, on
   stderr) is advanced from the host loop;
-* ``run_sweep`` on the same config after an interruption — ``kill -9``
+* results are keyed by (config, code): the folder is
+  ``<output_dir>/<name>-<config hash>/<code hash>/`` where the code hash covers
+  the iclsim source, its version, JAX and the backend (:mod:`iclsim.engine.provenance`);
+  nothing made by other code is reused unless ``resume_stale=True`` says so, and
+  then the result records it;
+* ``run_sweep`` on the same config and code after an interruption — ``kill -9``
   included — resumes from the last checkpoint and gives bitwise the results of
-  an uninterrupted run (same chunk programs on the same inputs);
+  an uninterrupted run (same chunk programs on the same inputs).  Checkpoints are
+  keyed by pytree path with a sha256 per array (:func:`store.save_checked`); a
+  truncated or altered one is recomputed, never loaded.  A lock on the folder
+  keeps a second process off it; wall time and compiles add up over all legs;
 * multi-host: call :func:`jax.distributed.initialize` first (``iclsim run
   --distributed``); every host runs this same function, holds the runs of its
   own devices and writes only its own files (``*.p<process>.*``).
@@ -27,8 +35,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import os
-import signal
 import subprocess
 import time
 import warnings
@@ -43,17 +49,19 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import iclsim
-from iclsim.engine import store
+from iclsim.engine import provenance, store
 from iclsim.engine.config import config_hash, to_dict
 from iclsim.engine.trainer import trace_count
 
 __all__ = [
     "Group", "Setting", "SweepOutcome", "run_sweep", "sweep_dir", "run_mesh", "pad_group",
-    "DivergedRunWarning",
+    "DivergedRunWarning", "CorruptCheckpointWarning",
 ]
 
-#: Test hook: SIGKILL this process after this many chunk checkpoints.
-KILL_ENV = "ICLSIM_KILL_AFTER_CHUNKS"
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """A checkpoint or finished-group file failed its checksum; it is recomputed, not loaded."""
 
 
 class DivergedRunWarning(UserWarning):
@@ -105,6 +113,8 @@ def run_mesh(devices=None) -> Mesh:
 
 
 def sweep_dir(cfg) -> Path:
+    """The config folder ``<output_dir>/<name>-<config hash>``; results live one level
+    below it, in one folder per code version (``provenance.code_hash``)."""
     return Path(cfg.output_dir) / f"{cfg.name}-{config_hash(cfg)}"
 
 
@@ -162,27 +172,43 @@ def _local_rows(arr) -> np.ndarray:
     return np.concatenate([parts[k] for k in sorted(parts)])
 
 
+def _key_name(path) -> str:
+    return jax.tree_util.keystr(path)
+
+
 def _flatten_state(state) -> dict:
-    leaves = jax.tree_util.tree_leaves(state)
+    """This process's rows of every state leaf, keyed by pytree path (PRNG keys as key data)."""
     out = {}
-    for i, leaf in enumerate(leaves):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            out[f"leaf{i}_key"] = _local_rows(jax.random.key_data(leaf))
+            out[_key_name(path) + "#key_data"] = _local_rows(jax.random.key_data(leaf))
         else:
-            out[f"leaf{i}"] = _local_rows(leaf)
+            out[_key_name(path)] = _local_rows(leaf)
     return out
 
 
 def _restore_state(template, saved: dict, mesh, global_rows):
-    leaves, treedef = jax.tree_util.tree_flatten(template)
+    """The state ``template`` with every leaf replaced by the saved leaf of the same path.
+
+    A missing path, or a leaf of another shape or dtype, raises
+    :class:`store.CorruptFileError` (the checkpoint is then recomputed, never loaded).
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    local_rows = _local_slice(global_rows, mesh)
+    n_local = local_rows.stop - local_rows.start
     restored = []
-    for i, leaf in enumerate(leaves):
-        if f"leaf{i}_key" in saved:
-            data = _global(mesh, saved[f"leaf{i}_key"], global_rows)
-            restored.append(jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf)))
-        else:
-            restored.append(_global(mesh, saved[f"leaf{i}"], global_rows))
-    return jax.tree_util.tree_unflatten(treedef, restored)
+    for path, leaf in flat:
+        is_key = jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+        name = _key_name(path) + ("#key_data" if is_key else "")
+        want = jax.random.key_data(leaf) if is_key else leaf
+        arr = saved.get(name)
+        if arr is None or arr.shape != (n_local,) + tuple(want.shape[1:]) or arr.dtype != want.dtype:
+            raise store.CorruptFileError(f"checkpoint leaf {name} is missing or of another "
+                                         "shape/dtype")
+        data = _global(mesh, arr, global_rows)
+        restored.append(jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+                        if is_key else data)
+    return jax.tree_util.tree_unflatten(treedef, [r for r in restored])
 
 
 def pad_group(group: Group, rows: int) -> Group:
@@ -217,11 +243,50 @@ def _progress(total, quiet):
                 smoothing=0.1)
 
 
-def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> SweepOutcome:
-    """Run (or resume) the sweep ``cfg`` and return its stored, labelled result."""
+def _stale_folder(config_folder: Path, code: str) -> Path | None:
+    """The most recently touched folder of this config made by other code (for --resume-stale)."""
+    others = [p for p in config_folder.iterdir() if p.is_dir() and p.name != code
+              and (p / "provenance.json").exists()] if config_folder.exists() else []
+    return max(others, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _load_group_file(path: Path, what: str):
+    """Arrays of a checked group/checkpoint file, or None (with a warning) if it is corrupt."""
+    try:
+        return store.load_checked(path)
+    except store.CorruptFileError as exc:
+        warnings.warn(f"{exc}; the {what} is recomputed", CorruptCheckpointWarning, stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None,
+              resume_stale: bool = False) -> SweepOutcome:
+    """Run (or resume) the sweep ``cfg`` and return its stored, labelled result.
+
+    The result folder is keyed by (config, code): ``sweep_dir(cfg) / code_hash()``.
+    A folder is resumed only when both keys match; ``resume_stale=True`` resumes
+    the newest folder of the same config made by other code instead, and records
+    that in the result (``resumed_stale_from``).
+    """
     start = time.perf_counter()
-    out = sweep_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    record = provenance.code_record()
+    code = provenance.code_hash(record)
+    config_folder = sweep_dir(cfg)
+    out = config_folder / code
+    stale_from = None
+    if resume_stale and not out.exists():
+        stale = _stale_folder(config_folder, code)
+        if stale is not None:
+            out, stale_from = stale, stale.name
+    pid = jax.process_index()
+    suffix = f"p{pid}"
+    with store.sweep_lock(out, f".lock.{suffix}"):
+        return _run_locked(cfg, setting, out, record, code, stale_from, start, quiet=quiet,
+                           devices=devices)
+
+
+def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, quiet, devices):
     pid = jax.process_index()
     suffix = f"p{pid}"
     resolved = to_dict(cfg)
@@ -234,26 +299,30 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> Sw
             raise RuntimeError(f"{cfg_file}: a different config is stored under this hash")
     elif pid == 0:
         store.atomic_write_json(cfg_file, resolved)
+        store.atomic_write_json(out / "provenance.json", {**record, "code_hash": code,
+                                                          "config_hash": config_hash(cfg)})
 
     mesh = run_mesh(devices)
     n_dev = mesh.devices.size
     groups = [pad_group(g, -(-len(g.run_id) // n_dev) * n_dev) for g in setting.groups(cfg)]
-    kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
-    chunks_written = 0
     traces_before = trace_count()
     resumed = False
     total = sum(int((g.run_id >= 0).sum()) * g.static.steps for g in groups)
     bar = _progress(total, quiet)
+    finals_by_group = []
 
     for gi, group in enumerate(groups):
         done_file = out / f"group-{group.index:03d}.{suffix}.npz"
         ckpt_file = out / f"group-{group.index:03d}.ckpt.{suffix}.npz"
         valid = int((group.run_id >= 0).sum())
         if done_file.exists():
-            resumed = True
-            if bar is not None:
-                bar.update(valid * group.static.steps)
-            continue
+            loaded = _load_group_file(done_file, f"group {group.index}")
+            if loaded is not None:
+                finals_by_group.append(loaded[0])
+                resumed = True
+                if bar is not None:
+                    bar.update(valid * group.static.steps)
+                continue
         steps = group.static.steps
         sizes = _chunks(steps, cfg.train.chunk_steps)
         rows = len(group.run_id)
@@ -267,14 +336,23 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> Sw
         init_fn = _compiled(setting.trainer, group.static, sizes[0], mesh)[0]
         state = init_fn(keys, hyper, data)
         losses, done_chunks = [], 0
-        if ckpt_file.exists():
-            saved = store.load_npz(ckpt_file)
-            state = _restore_state(state, saved, mesh, rows)
-            done_chunks = int(saved["chunks_done"])
-            losses = [saved["loss"]] if saved["loss"].size else []
-            resumed = True
-            if bar is not None:
-                bar.update(valid * sum(sizes[:done_chunks]))
+        loaded = _load_group_file(ckpt_file, f"checkpoint of group {group.index}") \
+            if ckpt_file.exists() else None
+        if loaded is not None:
+            saved, meta = loaded
+            try:
+                restored = _restore_state(state, saved, mesh, rows)
+            except store.CorruptFileError as exc:
+                warnings.warn(f"{ckpt_file}: {exc}; the group is recomputed",
+                              CorruptCheckpointWarning, stacklevel=2)
+                ckpt_file.unlink(missing_ok=True)
+            else:
+                state = restored
+                done_chunks = int(meta["chunks_done"])
+                losses = [saved["loss"]] if saved["loss"].size else []
+                resumed = True
+                if bar is not None:
+                    bar.update(valid * sum(sizes[:done_chunks]))
         for ci in range(done_chunks, len(sizes)):
             if bar is not None:
                 bar.set_description(f"group {gi + 1}/{len(groups)} chunk {ci + 1}/{len(sizes)}")
@@ -283,13 +361,9 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> Sw
             losses.append(_local_rows(chunk_loss))
             payload = _flatten_state(state)
             payload["loss"] = np.concatenate(losses, axis=1)
-            payload["chunks_done"] = np.asarray(ci + 1)
-            store.save_npz(ckpt_file, payload)
-            chunks_written += 1
+            store.save_checked(ckpt_file, payload, {"chunks_done": ci + 1, "code_hash": code})
             if bar is not None:
                 bar.update(valid * sizes[ci])
-            if kill_after and chunks_written >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
         final_fn = _compiled(setting.trainer, group.static, sizes[0], mesh)[2]
         params = jax.tree_util.tree_map(_local_rows, final_fn(state))
         loss = np.concatenate(losses, axis=1)
@@ -298,13 +372,14 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> Sw
         params = jax.tree_util.tree_map(lambda a: a[keep], params)
         finals = setting.finalize(cfg, group, run_id[keep], params, loss[keep])
         finals["run_id"] = run_id[keep]
-        store.save_npz(done_file, finals)
+        store.save_checked(done_file, finals, {"code_hash": code})
+        finals_by_group.append(finals)
         if ckpt_file.exists():
             ckpt_file.unlink()
     if bar is not None:
         bar.close()
 
-    merged = _merge(out, suffix)
+    merged = _merge(finals_by_group)
     diverged = np.flatnonzero(merged["diverged"])
     if diverged.size:
         names = "; ".join(setting.describe_run(cfg, int(merged["run_id"][i])) for i in diverged[:10])
@@ -316,11 +391,18 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> Sw
     ds = setting.dataset(cfg, merged)
     wall = time.perf_counter() - start
     compiles = trace_count() - traces_before
+    legs_file = out / f"legs.{suffix}.json"
+    legs = json.loads(legs_file.read_text()) if legs_file.exists() else []
+    legs.append({"wall_time_s": wall, "compiles": compiles, "code_hash": code,
+                 "created_utc": _now()})
+    store.atomic_write_json(legs_file, legs)
     device = jax.devices()[0]
     ds.attrs.update({
         "setting": setting.name,
         "config": json.dumps(resolved, sort_keys=True),
         "config_hash": config_hash(cfg),
+        "code_hash": code,
+        "provenance": json.dumps(record, sort_keys=True),
         "iclsim_version": iclsim.__version__,
         "git_commit": _git_commit(),
         "jax_version": jax.__version__,
@@ -329,10 +411,12 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> Sw
         "dtype": str(jnp.result_type(float)),
         "device_count": jax.device_count(),
         "process_count": jax.process_count(),
-        "compiles": compiles,
-        "wall_time_s": wall,
+        "compiles": sum(leg["compiles"] for leg in legs),
+        "wall_time_s": sum(leg["wall_time_s"] for leg in legs),
+        "legs": len(legs),
         "resumed": int(resumed),
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "resumed_stale_from": stale_from or "",
+        "created_utc": _now(),
     })
     name = "result.nc" if jax.process_count() == 1 else f"result.{suffix}.nc"
     store.save_dataset(out / name, ds)
@@ -342,9 +426,11 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None) -> Sw
     return SweepOutcome(out, ds, compiles, wall, resumed, figures)
 
 
-def _merge(out: Path, suffix: str) -> dict:
-    parts = [store.load_npz(f) for f in sorted(out.glob(f"group-*.{suffix}.npz"))
-             if ".ckpt." not in f.name]
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _merge(parts: list[dict]) -> dict:
     keys = parts[0].keys()
     merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     order = np.argsort(merged["run_id"], kind="stable")
