@@ -282,8 +282,26 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None,
     pid = jax.process_index()
     suffix = f"p{pid}"
     with store.sweep_lock(out, f".lock.{suffix}"):
-        return _run_locked(cfg, setting, out, record, code, stale_from, start, quiet=quiet,
-                           devices=devices)
+        traces_before = trace_count()
+        try:
+            return _run_locked(cfg, setting, out, record, code, stale_from, start, quiet=quiet,
+                               devices=devices)
+        except BaseException:  # interrupted or failed: the leg still counts (wall, compiles)
+            if (out / "config.json").exists():
+                _append_leg(out, suffix, start, trace_count() - traces_before, code,
+                            interrupted=True)
+            raise
+
+
+def _append_leg(out: Path, suffix: str, start: float, compiles: int, code: str,
+                interrupted: bool = False) -> list[dict]:
+    """Record one leg (one process lifetime) of a sweep; return all legs so far."""
+    legs_file = out / f"legs.{suffix}.json"
+    legs = json.loads(legs_file.read_text()) if legs_file.exists() else []
+    legs.append({"wall_time_s": time.perf_counter() - start, "compiles": compiles,
+                 "code_hash": code, "interrupted": interrupted, "ended_utc": _now()})
+    store.atomic_write_json(legs_file, legs)
+    return legs
 
 
 def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, quiet, devices):
@@ -391,11 +409,7 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
     ds = setting.dataset(cfg, merged)
     wall = time.perf_counter() - start
     compiles = trace_count() - traces_before
-    legs_file = out / f"legs.{suffix}.json"
-    legs = json.loads(legs_file.read_text()) if legs_file.exists() else []
-    legs.append({"wall_time_s": wall, "compiles": compiles, "code_hash": code,
-                 "created_utc": _now()})
-    store.atomic_write_json(legs_file, legs)
+    legs = _append_leg(out, suffix, start, compiles, code)
     device = jax.devices()[0]
     ds.attrs.update({
         "setting": setting.name,
