@@ -22,19 +22,18 @@ from pathlib import Path
 from iclsim.engine.config import ConfigError, apply_overrides, describe, load_toml, parse
 from iclsim.engine.store import SweepLocked
 
-SETTINGS = ("linear", "parity")
+from iclsim.engine.setting import get_setting, setting_names
+
+SETTINGS = setting_names()
 
 
 def _setting(name):
-    if name == "linear":
-        from iclsim.linear.sweep import LINEAR
-
-        return LINEAR
-    if name == "parity":
-        from iclsim.parity.sweep import PARITY
-
-        return PARITY
-    raise ConfigError(f"setting: {name!r} is not allowed; choose one of {', '.join(SETTINGS)}")
+    """The registered setting ``name`` (:func:`iclsim.engine.setting.register`)."""
+    try:
+        return get_setting(name)
+    except (KeyError, TypeError):
+        raise ConfigError(f"setting: {name!r} is not allowed; choose one of "
+                          f"{', '.join(setting_names())}") from None
 
 
 def load_config(path, overrides=()):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iclsim.engine.setting import best_scale
 from iclsim.plotting import add_footer, result_config, save_figure
 from iclsim.plotting import pyplot as _plt
 
@@ -49,9 +50,11 @@ def _linear_panels(ds):
     mean = risk.mean("seed").transpose("rank", "label_noise").values
     se = _first(ds["eval_se"], fixed).max("seed").transpose("rank", "label_noise").values
     scales = ds["rank"].values
-    trace = float(np.trace(ds["covariance"].values))
+    sim_best = best_scale(ds, **{d: ds[d].values[0] for d in ("n_context", "train_label_noise",
+                                                              "input_noise")})
     return dict(grid=grid, fine=grid, lines=theory, scales=scales, mean=mean, se=se,
-                zero=trace, all_scales=ds["rank_all"].values)
+                sim_best=sim_best.transpose("label_noise").values,
+                all_scales=ds["rank_all"].values)
 
 
 def _parity_panels(ds):
@@ -66,17 +69,11 @@ def _parity_panels(ds):
     return dict(grid=grid, fine=ds["label_flip_fine"].values, lines=lines.values,
                 grid_lines=_first(ds["optimal_risk"], fixed).transpose("heads_all",
                                                                        "label_flip").values,
-                scales=ds["heads"].values, mean=mean, se=se, zero=1.0,
+                scales=ds["heads"].values, mean=mean, se=se,
+                sim_best=best_scale(ds, n_context=ds["n_context"].values[0],
+                                    bit_flip=ds["bit_flip"].values[0]).transpose(
+                                        "label_flip").values,
                 all_scales=ds["heads_all"].values)
-
-
-def _sim_best(panel):
-    """argmin over {0} ∪ trained scales of the mean simulated risk (scale 0: exact zero risk)."""
-    table = np.vstack([np.full(panel["grid"].size, panel["zero"]), panel["mean"]])
-    table = np.where(np.isfinite(table), table, np.inf)
-    best = np.concatenate([[0], panel["scales"]])[np.argmin(table, axis=0)].astype(float)
-    best[~np.isfinite(panel["mean"]).any(axis=0)] = np.nan
-    return best
 
 
 def _risk_panel(ax, plt, panel, symbol, name):
@@ -98,7 +95,7 @@ def _best_panel(ax, panel, fine_lines, symbol, name):
     dense_best = panel["all_scales"][np.argmin(fine_lines, axis=0)]
     ax.step(panel["dense"], dense_best, where="post", color="k", lw=1.2,
             label=f"theory {symbol}* (oracle)")
-    sim = _sim_best(panel)
+    sim = panel["sim_best"]
     grid_theory = panel["all_scales"][np.argmin(panel.get("grid_lines", panel["lines"]), axis=0)]
     ax.plot(panel["grid"], grid_theory, "s", mfc="none", mec="k", ms=8,
             label=f"{symbol}* at the evaluated levels")
@@ -125,7 +122,8 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf")) -> lis
     and the best rank r*(σ²).  Right column, setting 2: risk R_m(μ), μ = 1 − 2p,
     per head count m (Theorem D) and the best head count m*(p).  Theory from the
     oracle values stored in each result, simulation from its trained runs (mean
-    over non-diverged seeds at the first value of every other axis).
+    over non-diverged seeds at the first value of every other axis; the best scale
+    from :func:`iclsim.engine.setting.best_scale`, pooled over seeds and tuning axes).
 
     Raises ``ValueError`` (naming the argument) when a result is of the wrong
     setting or has a single evaluation noise level.

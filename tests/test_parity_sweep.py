@@ -101,7 +101,7 @@ def _parse(text, *overrides):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.stepz=3", "train.stepz: unknown key; allowed keys here: mode, protocol"),
+        ("train.stepz=3", "train.stepz: unknown key; allowed keys here: steps, chunk_steps"),
         ("axes.heads='two'", "axes.heads[0]: expected integer"),
         ("train.steps=1.5", "train.steps: expected integer"),
         ("axes.heads=[1, 7]", "axes.heads: 7 is out of range; allowed 1..K = 1..6"),

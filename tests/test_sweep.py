@@ -15,6 +15,7 @@ import pytest
 from iclsim import cli
 from iclsim.engine import store
 from iclsim.engine.config import ConfigError, apply_overrides, parse
+from iclsim.engine.setting import build_groups
 from iclsim.engine.sweep import DivergedRunWarning, run_sweep
 from iclsim.linear import oracle
 from iclsim.linear.sweep import LINEAR, LinearSweepConfig
@@ -239,7 +240,7 @@ def test_groups_of_same_shape_compile_once(tmp_path):
         f"output_dir='{tmp_path}'", "train.max_group_runs=2", "train.steps=20",
     ])
     cfg = parse(LinearSweepConfig, raw)
-    assert len(LINEAR.groups(cfg)) == 3  # 6 runs in groups of 2
+    assert len(build_groups(cfg, LINEAR)) == 3  # 6 runs in groups of 2
     outcome = run_sweep(cfg, LINEAR, quiet=True)
     assert outcome.compiles <= 1  # 0 if an earlier test compiled the same shape
 

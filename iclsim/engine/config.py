@@ -239,3 +239,61 @@ class FigureConfig:
     """The ``[figures]`` table of every sweep file."""
 
     formats: tuple[str, ...] = spec(("png", "pdf"), "figure formats", choices=("png", "pdf", "svg"))
+
+
+# ----------------------------------------------------------------- engine-owned common fields
+# A setting's schema builds on these (dataclass inheritance): it redeclares a field only to
+# change its default or help text, and adds its own fields (spectrum, model, …).
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonTrain:
+    """``[train]`` fields every setting has."""
+
+    steps: int = spec(2000, "optimizer steps per run", lo=1, hi=10_000_000)
+    chunk_steps: int = spec(500, "steps per checkpointed chunk", lo=1)
+    schedule: str = spec("cosine", "learning-rate schedule", choices=("cosine", "constant"))
+    final_lr_fraction: float = spec(0.01, "cosine decays to this fraction", lo=0.0, hi=1.0)
+    loss_every: int = spec(10, "store the loss curve averaged over windows of this many steps",
+                           lo=1)
+    max_group_runs: int = spec(0, "split a static shape into groups of at most this many runs "
+                               "(0: no limit)", lo=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonAxes:
+    """``[axes]`` fields every setting has: the engine's grid axes besides the scale."""
+
+    seeds: int = spec(2, "seeds per grid point", lo=1, hi=100_000)
+    learning_rate: tuple[float, ...] = spec((0.01,), "learning rates", lo=1e-12, min_len=1)
+    init_scale: tuple[float, ...] = spec((0.1,), "init scales", lo=0.0, min_len=1)
+    n_context: tuple[int, ...] = spec((20,), "context lengths N (each N compiles once)", lo=1,
+                                      hi=100_000, min_len=1)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            values = getattr(self, f.name)
+            if isinstance(values, tuple) and len(set(values)) != len(values):
+                raise ConfigError(f"axes.{f.name}: values must be distinct, got {list(values)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonEval:
+    """``[eval]`` fields every setting has."""
+
+    n_prompts: int = spec(16384, "held-out prompts per run and noise level", lo=2,
+                          hi=1_000_000_000)
+    batch: int = spec(2048, "prompts per evaluation batch", lo=1, hi=1_000_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonSweep:
+    """Top-level fields every sweep file has."""
+
+    name: str = spec("sweep", "sweep name (results go to <output_dir>/<name>-<config hash>/"
+                     "<code hash>/)")
+    setting: str = spec("linear", "which setting")
+    description: str = spec("", "free text, copied into the result")
+    output_dir: str = spec("results", "root folder of the results")
+    seed: int = spec(0, "root PRNG seed", lo=0)
+    figures: FigureConfig = FigureConfig()

@@ -1,9 +1,9 @@
 """Sweep execution: grouped, sharded, chunked, resumable.
 
-A *setting* (``iclsim.linear.sweep.LINEAR`` …) turns a sweep config into
-:class:`Group` s — runs that share one static shape — and knows how to build
-their trainer, assess trained runs and assemble the labelled dataset.  This
-module runs them:
+A *setting* (:class:`iclsim.engine.setting.Setting`: ``iclsim.linear.sweep.LINEAR``,
+…) declares its axes, model, assessment and oracle; :mod:`iclsim.engine.setting`
+turns a config into :class:`Group` s — runs that share one static shape — and the
+assessed runs into the labelled dataset.  This module runs them:
 
 * one compiled program per static shape: the jitted, vmapped ``init`` and
   chunk ``run`` functions are cached by (static, chunk length, mesh), so a second
@@ -51,6 +51,9 @@ from jax.sharding import PartitionSpec as P
 import iclsim
 from iclsim.engine import provenance, store
 from iclsim.engine.config import config_hash, to_dict
+from iclsim.engine.setting import (
+    Group, Setting, build_dataset, build_groups, describe_run, finalize_group, pad_group,
+)
 from iclsim.engine.trainer import trace_count
 
 __all__ = [
@@ -66,34 +69,6 @@ class CorruptCheckpointWarning(UserWarning):
 
 class DivergedRunWarning(UserWarning):
     """Some runs of a sweep produced NaN or inf; they are flagged and left out of aggregates."""
-
-
-@dataclass
-class Group:
-    """Runs sharing one static shape.  Arrays have one row per (padded) run."""
-
-    index: int
-    static: Any
-    hyper: dict
-    seed: np.ndarray
-    run_id: np.ndarray
-    """Flat index of each run in the sweep grid; -1 marks padding rows."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What the engine needs from a setting (see ``iclsim.linear.sweep``)."""
-
-    name: str
-    config_class: type
-    groups: Callable  # (cfg) -> list[Group]
-    trainer: Callable  # (static) -> engine Trainer
-    data: Callable  # (cfg, static) -> pytree shared by the runs of a group
-    finalize: Callable  # (cfg, group, rows, params, loss) -> dict of per-run arrays
-    dataset: Callable  # (cfg, per-run arrays keyed by name, with "run_id") -> xr.Dataset
-    describe_run: Callable  # (cfg, run_id) -> str, for warnings
-    summary: Callable  # (ds) -> str
-    figures: Callable  # (ds, out_dir, formats) -> list[Path]
 
 
 @dataclass
@@ -211,21 +186,6 @@ def _restore_state(template, saved: dict, mesh, global_rows):
     return jax.tree_util.tree_unflatten(treedef, [r for r in restored])
 
 
-def pad_group(group: Group, rows: int) -> Group:
-    """Pad ``group`` to ``rows`` rows with copies of its first run, marked ``run_id = -1``."""
-    n = len(group.run_id)
-    extra = rows - n
-    if extra <= 0:
-        return group
-    take = np.concatenate([np.arange(n), np.zeros(extra, int)])
-    return dataclasses.replace(
-        group,
-        hyper={k: v[take] for k, v in group.hyper.items()},
-        seed=group.seed[take],
-        run_id=np.concatenate([group.run_id, np.full(extra, -1)]),
-    )
-
-
 def _chunks(steps: int, chunk_steps: int) -> list[int]:
     chunk_steps = min(chunk_steps, steps)
     sizes = [chunk_steps] * (steps // chunk_steps)
@@ -322,7 +282,7 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
 
     mesh = run_mesh(devices)
     n_dev = mesh.devices.size
-    groups = [pad_group(g, -(-len(g.run_id) // n_dev) * n_dev) for g in setting.groups(cfg)]
+    groups = [pad_group(g, -(-len(g.run_id) // n_dev) * n_dev) for g in build_groups(cfg, setting)]
     traces_before = trace_count()
     resumed = False
     total = sum(int((g.run_id >= 0).sum()) * g.static.steps for g in groups)
@@ -388,8 +348,8 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
         run_id = group.run_id[local]
         keep = run_id >= 0
         params = jax.tree_util.tree_map(lambda a: a[keep], params)
-        finals = setting.finalize(cfg, group, run_id[keep], params, loss[keep])
-        finals["run_id"] = run_id[keep]
+        rows_kept = np.flatnonzero(keep) + local.start
+        finals = finalize_group(cfg, setting, group, rows_kept, params, loss[keep])
         store.save_checked(done_file, finals, {"code_hash": code})
         finals_by_group.append(finals)
         if ckpt_file.exists():
@@ -400,13 +360,14 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
     merged = _merge(finals_by_group)
     diverged = np.flatnonzero(merged["diverged"])
     if diverged.size:
-        names = "; ".join(setting.describe_run(cfg, int(merged["run_id"][i])) for i in diverged[:10])
+        names = "; ".join(describe_run(cfg, setting, int(merged["run_id"][i]))
+                          for i in diverged[:10])
         more = f" and {diverged.size - 10} more" if diverged.size > 10 else ""
         warnings.warn(
             f"{diverged.size} run(s) diverged (NaN/inf) and are left out of aggregates: {names}{more}",
             DivergedRunWarning, stacklevel=2,
         )
-    ds = setting.dataset(cfg, merged)
+    ds = build_dataset(cfg, setting, merged)
     wall = time.perf_counter() - start
     compiles = trace_count() - traces_before
     legs = _append_leg(out, suffix, start, compiles, code)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iclsim.engine.setting import best_scale
 from iclsim.plotting import add_footer, sweep_footer
 from iclsim.plotting import result_config as _config
 from iclsim.plotting import pyplot as _plt
@@ -112,20 +113,11 @@ def _rank_legend(ax, plt, extra=(), **kw):
 
 
 def _best_rank_sim(ds, dim, n, other_index):
-    """Simulated best rank per grid value: argmin over {0} ∪ trained ranks (r = 0: tr Λ)."""
-    ranks = ds["rank"].values
+    """Simulated best rank per level of ``dim`` (engine ``best_scale``: r = 0 is tr Λ), for the
+    runs pretrained at the first σ₀², at the ``other_index``-th level of the other noise."""
     other = "input_noise" if dim == "label_noise" else "label_noise"
-    means = []
-    for r in ranks:
-        mean, _ = _sim(ds, "eval_risk", n_context=n, rank=r)
-        means.append(mean.isel({other: other_index}).values)
-    means = np.array(means)  # (ranks, levels)
-    candidates = np.concatenate([[0], ranks])
-    table = np.vstack([np.full(means.shape[1], _trace(ds)), means])
-    table = np.where(np.isfinite(table), table, np.inf)
-    best = candidates[np.argmin(table, axis=0)].astype(float)
-    best[~np.isfinite(means).any(axis=0)] = np.nan  # no trained rank to compare with
-    return best
+    return best_scale(ds, n_context=n, train_label_noise=ds["train_label_noise"].values[0],
+                      **{other: ds[other].values[other_index]}).transpose(dim).values
 
 
 def risk_vs_noise(ds, kind, out_dir, formats):

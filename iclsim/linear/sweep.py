@@ -8,15 +8,14 @@ context ``label_noise`` σ² × ``input_noise`` σ_x².  See ``docs/sweeps.md``.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iclsim.engine.config import ConfigError, FigureConfig, spec
-from iclsim.engine.sweep import Group, Setting, pad_group
+from iclsim.engine.config import CommonAxes, CommonEval, CommonSweep, CommonTrain, ConfigError, spec
+from iclsim.engine.setting import Runs, axis_values, best_scale
 from iclsim.linear import oracle
 from iclsim.linear.model import INITS, PARAMETRIZATIONS
 from iclsim.linear.training import MODES, TrainStatic, assess_runs, evaluate, linear_trainer
@@ -81,59 +80,39 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(CommonTrain):
     mode: str = spec("monte_carlo", "population: exact risk; monte_carlo: fresh prompts",
                      choices=MODES)
-    steps: int = spec(2000, "Adam steps per run", lo=1, hi=10_000_000)
     batch: int = spec(256, "prompts per step (monte_carlo)", lo=1, hi=1_000_000)
-    chunk_steps: int = spec(500, "steps per checkpointed chunk", lo=1)
-    schedule: str = spec("cosine", "learning-rate schedule", choices=("cosine", "constant"))
-    final_lr_fraction: float = spec(0.01, "cosine decays to this fraction", lo=0.0, hi=1.0)
     average_tail: float = spec(0.0, "Polyak average over this final fraction of steps",
                                lo=0.0, hi=0.99)
     adam_b1: float = spec(0.9, "Adam β1 (0.99 averages gradient noise: the weak directions of "
                           "Monte Carlo training converge within 5 %)", lo=0.0, hi=0.9999)
-    loss_every: int = spec(10, "store the loss curve averaged over windows of this many steps",
-                           lo=1)
-    max_group_runs: int = spec(0, "split a static shape into groups of at most this many runs "
-                               "(0: no limit)", lo=0)
 
 
 @dataclass(frozen=True)
-class AxesConfig:
+class AxesConfig(CommonAxes):
     rank: tuple[int, ...] = spec((1, 2, 3, 4, 5, 6, 7, 8), "ranks r (1..d)", lo=1, min_len=1)
-    seeds: int = spec(2, "seeds per grid point", lo=1, hi=100_000)
-    learning_rate: tuple[float, ...] = spec((0.01,), "Adam learning rates", lo=1e-12, min_len=1)
-    init_scale: tuple[float, ...] = spec((0.1,), "init scales", lo=0.0, min_len=1)
     train_label_noise: tuple[float, ...] = spec((0.0,), "pretraining context label noise σ₀²",
                                                 lo=0.0, min_len=1)
-    n_context: tuple[int, ...] = spec((20,), "context lengths N (each N compiles once)", lo=1,
-                                      min_len=1)
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(CommonEval):
     label_noise: tuple[float, ...] = spec((0.0,), "evaluation context label noise σ²", lo=0.0,
                                           min_len=1)
     input_noise: tuple[float, ...] = spec((0.0,), "evaluation context input noise σ_x²", lo=0.0,
                                           min_len=1)
-    n_prompts: int = spec(16384, "held-out prompts per run and noise level", lo=2)
-    batch: int = spec(2048, "prompts per evaluation batch", lo=1)
 
 
 @dataclass(frozen=True)
-class LinearSweepConfig:
-    name: str = spec("sweep", "sweep name (the output folder is <output_dir>/<name>-<hash>)")
+class LinearSweepConfig(CommonSweep):
     setting: str = spec("linear", "which setting", choices=("linear",))
-    description: str = spec("", "free text, copied into the result")
-    output_dir: str = spec("results", "root folder of the results")
-    seed: int = spec(0, "root PRNG seed", lo=0)
     spectrum: SpectrumConfig = SpectrumConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     axes: AxesConfig = AxesConfig()
     eval: EvalConfig = EvalConfig()
-    figures: FigureConfig = FigureConfig()
 
     def __post_init__(self):
         d = self.spectrum.eigenvalues().size
@@ -150,20 +129,9 @@ class LinearSweepConfig:
                               "(population mode trains the reduced predictor's exact risk)")
         if self.model.init == "block" and self.model.parametrization != "full":
             raise ConfigError("model.init: 'block' is for model.parametrization = 'full' only")
-        for name in ("rank", "learning_rate", "init_scale", "train_label_noise", "n_context"):
-            values = getattr(self.axes, name)
-            if len(set(values)) != len(values):
-                raise ConfigError(f"axes.{name}: values must be distinct, got {list(values)}")
 
     def axis_values(self) -> dict:
-        return {
-            "n_context": np.asarray(self.axes.n_context, int),
-            "rank": np.asarray(self.axes.rank, int),
-            "seed": np.arange(self.axes.seeds),
-            "learning_rate": np.asarray(self.axes.learning_rate, float),
-            "init_scale": np.asarray(self.axes.init_scale, float),
-            "train_label_noise": np.asarray(self.axes.train_label_noise, float),
-        }
+        return axis_values(self, LINEAR)
 
 
 def _static(cfg: LinearSweepConfig, n_context: int) -> TrainStatic:
@@ -178,29 +146,14 @@ def _static(cfg: LinearSweepConfig, n_context: int) -> TrainStatic:
     )
 
 
-def groups(cfg: LinearSweepConfig) -> list[Group]:
-    axes = cfg.axis_values()
-    shape = tuple(len(v) for v in axes.values())
-    out = []
-    for ni, n in enumerate(axes["n_context"]):
-        idx = np.array(list(itertools.product(*[range(s) for s in shape[1:]])))
-        run_id = np.ravel_multi_index((np.full(len(idx), ni), *idx.T), shape)
-        hyper = {
-            "rank": axes["rank"][idx[:, 0]].astype(np.int32),
-            "learning_rate": axes["learning_rate"][idx[:, 2]],
-            "init_scale": axes["init_scale"][idx[:, 3]],
-            "label_noise": axes["train_label_noise"][idx[:, 4]],
-            "input_noise": np.zeros(len(idx)),
-        }
-        seed = axes["seed"][idx[:, 1]]
-        size = cfg.train.max_group_runs or len(idx)
-        static = _static(cfg, n)
-        for start in range(0, len(idx), size):
-            sl = slice(start, start + size)
-            group = Group(len(out), static, {k: v[sl] for k, v in hyper.items()}, seed[sl],
-                          run_id[sl])
-            out.append(pad_group(group, size))  # equal shapes: no recompile
-    return out
+def _hyper(cfg: LinearSweepConfig, runs: Runs) -> dict:
+    return {
+        "rank": runs["rank"].astype(np.int32),
+        "learning_rate": runs["learning_rate"].astype(float),
+        "init_scale": runs["init_scale"].astype(float),
+        "label_noise": runs["train_label_noise"].astype(float),
+        "input_noise": np.zeros(len(runs)),
+    }
 
 
 def _data(cfg: LinearSweepConfig, static: TrainStatic):
@@ -209,89 +162,52 @@ def _data(cfg: LinearSweepConfig, static: TrainStatic):
     return {"cov": jnp.asarray(cov, dtype), "factor": jnp.asarray(np.linalg.cholesky(cov), dtype)}
 
 
-def _unravel(cfg, run_id):
-    axes = cfg.axis_values()
-    shape = tuple(len(v) for v in axes.values())
-    return np.unravel_index(np.asarray(run_id), shape)
-
-
-def finalize(cfg: LinearSweepConfig, group: Group, run_id, params, loss):
-    """Assess the trained runs of one group: Γ, risks, verdicts, the noisy-evaluation grid."""
+def assess(cfg: LinearSweepConfig, static: TrainStatic, runs: Runs, params, loss, key):
+    """Assess trained runs: Γ, risks, verdicts, the noisy-evaluation grid."""
     cov = cfg.spectrum.covariance()
-    axes = cfg.axis_values()
-    idx = _unravel(cfg, run_id)
-    n = int(group.static.n_context)
-    ranks = axes["rank"][idx[1]]
-    s0 = axes["train_label_noise"][idx[5]]
-    root = jax.random.key(cfg.seed)
-    eval_key = jax.random.fold_in(root, 1_000_003)
-    out = assess_runs(params, loss, cov, n, ranks, s0, parametrization=cfg.model.parametrization,
-                      eval_key=eval_key, eval_prompts=cfg.eval.n_prompts)
+    n = int(static.n_context)
+    out = assess_runs(params, loss, cov, n, runs["rank"], runs["train_label_noise"],
+                      parametrization=cfg.model.parametrization, eval_key=key,
+                      eval_prompts=cfg.eval.n_prompts)
     s2, sx2 = np.meshgrid(cfg.eval.label_noise, cfg.eval.input_noise, indexing="ij")
-    mean, se = evaluate(jax.random.fold_in(eval_key, 1), params, cov, n, label_noise=s2.ravel(),
+    mean, se = evaluate(jax.random.fold_in(key, 1), params, cov, n, label_noise=s2.ravel(),
                         input_noise=sx2.ravel(), n_prompts=cfg.eval.n_prompts,
                         batch=cfg.eval.batch)
-    shape = (len(run_id), *s2.shape)
-    window = cfg.train.loss_every
-    usable = loss.shape[1] // window * window
-    curve = loss[:, :usable].reshape(len(run_id), -1, window).mean(axis=2)
-    verdict_code = np.array([VERDICT_CODES.index(v) for v in out["verdict"]], np.int8)
+    shape = (len(runs), *s2.shape)
     return {
         "gamma": out["gamma"], "risk": out["risk"], "risk_se": out["risk_se"],
         "test_risk": out["test_risk"], "test_se": out["test_se"],
-        "gamma_error": out["gamma_error"], "verdict": verdict_code,
+        "gamma_error": out["gamma_error"], "verdict": out["verdict"],
         "stuck_rank": out["stuck_rank"], "diverged": ~out["finite"],
-        "eval_risk": mean.reshape(shape), "eval_se": se.reshape(shape), "loss": curve,
+        "eval_risk": mean.reshape(shape), "eval_se": se.reshape(shape),
     }
 
 
-def dataset(cfg: LinearSweepConfig, merged: dict):
-    import xarray as xr
+def run_vars(cfg: LinearSweepConfig) -> dict:
+    noise = ("label_noise", "input_noise")
+    return {
+        "risk": ((), {"long_name": "final risk E[(ŷ−y_q)²] on the training distribution "
+                      "(exact for reduced/block, MC for full)"}),
+        "risk_se": ((), {"long_name": "standard error of risk"}),
+        "test_risk": ((), {"long_name": "Monte Carlo risk on held-out training-distribution "
+                           "prompts"}),
+        "test_se": ((), {"long_name": "standard error of test_risk"}),
+        "gamma_error": ((), {"long_name": "relative Frobenius error ‖Γ − Γ_r‖/‖Γ_r‖"}),
+        "stuck_rank": ((), {"long_name": "k of stuck_at_rank_k (-1 otherwise)"}),
+        "gamma": (("i", "j"), {"long_name": "trained effective Γ"}),
+        "eval_risk": (noise, {"long_name": "Monte Carlo risk on noisy prompts"}),
+        "eval_se": (noise, {"long_name": "standard error of eval_risk"}),
+    }
 
-    axes = cfg.axis_values()
-    shape = tuple(len(v) for v in axes.values())
-    run_id = merged["run_id"]
-    dims = RUN_AXES
+
+def oracle_vars(cfg: LinearSweepConfig, coords: dict):
+    """The theory on the simulation's named axes (float64, :mod:`iclsim.linear.oracle`)."""
+    axes = {name: coords[name] for name in RUN_AXES}
     lam = cfg.spectrum.eigenvalues()
     u = cfg.spectrum.rotation_matrix()
     cov = cfg.spectrum.covariance()
     d = lam.size
-    window = cfg.train.loss_every
-    steps = (np.arange(merged["loss"].shape[1]) + 1) * window
-
-    def scatter(name, fill=np.nan, dtype=float):
-        values = merged[name]
-        grid = np.full((int(np.prod(shape)),) + values.shape[1:], fill, dtype=dtype)
-        grid[run_id] = values
-        return grid.reshape(shape + values.shape[1:])
-
-    verdict_grid = scatter("verdict", fill=-1, dtype=np.int8)
-    verdict_str = np.where(verdict_grid >= 0,
-                           np.asarray(VERDICT_CODES + ("missing",))[verdict_grid], "missing")
-    data_vars = {
-        "risk": (dims, scatter("risk"), {"long_name": "final risk E[(ŷ−y_q)²] on the training "
-                                         "distribution (exact for reduced/block, MC for full)"}),
-        "risk_se": (dims, scatter("risk_se"), {"long_name": "standard error of risk"}),
-        "test_risk": (dims, scatter("test_risk"), {"long_name": "Monte Carlo risk on held-out "
-                                                   "training-distribution prompts"}),
-        "test_se": (dims, scatter("test_se"), {"long_name": "standard error of test_risk"}),
-        "gamma_error": (dims, scatter("gamma_error"),
-                        {"long_name": "relative Frobenius error ‖Γ − Γ_r‖/‖Γ_r‖"}),
-        "verdict": (dims, verdict_str.astype(str), {"long_name": "verdict vs L_0..L_d"}),
-        "stuck_rank": (dims, scatter("stuck_rank", fill=-1, dtype=np.int64),
-                       {"long_name": "k of stuck_at_rank_k (-1 otherwise)"}),
-        "diverged": (dims, scatter("diverged", fill=False, dtype=bool)),
-        "present": (dims, scatter("run_id", fill=-1, dtype=np.int64) >= 0,
-                    {"long_name": "run held in this file (multi-host shards)"}),
-        "gamma": (dims + ("i", "j"), scatter("gamma"), {"long_name": "trained effective Γ"}),
-        "eval_risk": (dims + ("label_noise", "input_noise"), scatter("eval_risk"),
-                      {"long_name": "Monte Carlo risk on noisy prompts"}),
-        "eval_se": (dims + ("label_noise", "input_noise"), scatter("eval_se"),
-                    {"long_name": "standard error of eval_risk"}),
-        "loss": (dims + ("step",), scatter("loss"),
-                 {"long_name": f"training loss, mean over windows of {window} steps"}),
-    }
-    # Oracle values on the same axes (float64, iclsim.linear.oracle).
+    data_vars = {}
     ns, r_all = axes["n_context"], np.arange(d + 1)
     s0s = axes["train_label_noise"]
     s2, sx2 = np.asarray(cfg.eval.label_noise), np.asarray(cfg.eval.input_noise)
@@ -327,6 +243,10 @@ def dataset(cfg: LinearSweepConfig, merged: dict):
         "oracle_risk": (("n_context", "rank_all", "train_label_noise", "label_noise", "input_noise"),
                         oracle_eval, {"long_name": "risk of the rank-r optimum on noisy prompts "
                                       "(Theorems A, B)"}),
+        "oracle_eval_risk": (("n_context", "rank", "train_label_noise", "label_noise",
+                              "input_noise"), oracle_eval[:, axes["rank"]],
+                             {"long_name": "oracle_risk at the trained ranks: on the same axes "
+                              "as eval_risk, so eval_risk − oracle_eval_risk aligns"}),
         "optimal_risk": (("n_context", "rank_all", "train_label_noise"), ladder,
                          {"long_name": "L_r of the training distribution"}),
         "gamma_opt": (("n_context", "rank", "train_label_noise", "i", "j"), gamma_opt,
@@ -342,20 +262,14 @@ def dataset(cfg: LinearSweepConfig, merged: dict):
         "eigenvalues": (("i",), lam),
         "eigenvectors": (("i", "j"), u, {"long_name": "U (columns are eigenvectors)"}),
         "covariance": (("i", "j"), cov),
+        "trivial_risk": ((), float(np.trace(cov)), {"long_name": "risk of ŷ = 0 (r = 0): tr Λ"}),
     })
-    coords = {name: axes[name] for name in RUN_AXES}
-    coords.update({
-        "label_noise": s2, "input_noise": sx2, "step": steps, "i": np.arange(d),
-        "j": np.arange(d), "rank_all": r_all, "label_noise_fine": fine_s2,
-        "input_noise_fine": fine_sx2, "n_context_fine": fine_n,
-    })
-    return xr.Dataset(data_vars, coords=coords, attrs={"description": cfg.description})
-
-
-def describe_run(cfg: LinearSweepConfig, run_id: int) -> str:
-    axes = cfg.axis_values()
-    idx = _unravel(cfg, run_id)
-    return ", ".join(f"{name}={axes[name][i]}" for name, i in zip(RUN_AXES, idx))
+    coords = {
+        "label_noise": s2, "input_noise": sx2, "i": np.arange(d), "j": np.arange(d),
+        "rank_all": r_all, "label_noise_fine": fine_s2, "input_noise_fine": fine_sx2,
+        "n_context_fine": fine_n,
+    }
+    return data_vars, coords, {}
 
 
 def summary(ds) -> str:
@@ -395,26 +309,19 @@ def summary(ds) -> str:
                     lines.append(format_table(rows, headers, title))
                     lines.append("")
     if ds.label_noise.size > 1 or ds.input_noise.size > 1:
+        # r* is a statement about the clean-trained optimum Γ_r: compare with the runs
+        # pretrained at the smallest σ₀² (0 unless the sweep says otherwise).
+        s0 = ds.train_label_noise.values[0]
+        sim_best = best_scale(ds, train_label_noise=s0)
         rows = []
         for n in ds.n_context.values:
             for s2 in ds.label_noise.values:
                 for sx2 in ds.input_noise.values:
-                    # r* is a statement about the clean-trained optimum Γ_r: compare with the
-                    # runs pretrained at the smallest σ₀² (0 unless the sweep says otherwise).
-                    sel = dict(n_context=n, label_noise=s2, input_noise=sx2,
-                               train_label_noise=ds.train_label_noise.values[0])
-                    sim = ds["eval_risk"].sel(**sel).where(ok.sel(
-                        n_context=n, train_label_noise=sel["train_label_noise"]))
-                    sim = sim.mean(dim=["seed", "learning_rate", "init_scale"]).values
-                    trace = float(np.trace(ds["covariance"].values))
-                    if not np.isfinite(sim).any():
-                        sim_best = "all diverged"
-                    elif trace < float(np.nanmin(sim)):
-                        sim_best = 0
-                    else:
-                        sim_best = int(ds["rank"].values[int(np.nanargmin(sim))])
-                    pred = int(ds["best_rank"].sel(n_context=n, label_noise=s2, input_noise=sx2))
-                    rows.append((int(n), float(s2), float(sx2), sim_best, pred))
+                    at = dict(n_context=n, label_noise=s2, input_noise=sx2)
+                    best = float(sim_best.sel(**at))
+                    pred = int(ds["best_rank"].sel(**at))
+                    rows.append((int(n), float(s2), float(sx2),
+                                 int(best) if np.isfinite(best) else "all diverged", pred))
         lines.append(format_table(rows, ("N", "σ²", "σ_x²", "best r (sim)", "r* (theory)"),
                                   "Best rank under evaluation noise (sim: trained ranks at "
                                   f"train σ₀²={float(ds.train_label_noise.values[0]):g}, "
@@ -432,8 +339,27 @@ def figures(ds, out_dir, formats):
     return figs.draw_all(ds, out_dir, formats)
 
 
-LINEAR = Setting(
-    name="linear", config_class=LinearSweepConfig, groups=groups, trainer=linear_trainer,
-    data=_data, finalize=finalize, dataset=dataset, describe_run=describe_run, summary=summary,
-    figures=figures,
-)
+class LinearSetting:
+    """Setting 1 (rank-r linear self-attention on in-context linear regression)."""
+
+    name = "linear"
+    config_class = LinearSweepConfig
+    scale = "rank"
+    run_axes = RUN_AXES
+    static_axes = ("n_context",)
+    verdicts = VERDICT_CODES
+
+    def static(self, cfg, n_context):
+        return _static(cfg, n_context)
+
+    hyper = staticmethod(_hyper)
+    trainer = staticmethod(linear_trainer)
+    data = staticmethod(_data)
+    assess = staticmethod(assess)
+    run_vars = staticmethod(run_vars)
+    oracle = staticmethod(oracle_vars)
+    summary = staticmethod(summary)
+    figures = staticmethod(figures)
+
+
+LINEAR = LinearSetting()

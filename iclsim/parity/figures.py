@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iclsim.engine.setting import best_scale
 from iclsim.plotting import add_footer, sweep_footer
 from iclsim.plotting import result_config as _config
 from iclsim.plotting import pyplot as _plt
@@ -83,20 +84,12 @@ def _sim(ds, **sel):
 
 
 def best_heads_sim(ds, dim, other_index=0):
-    """Simulated best m per level of ``dim``: argmin over {0} ∪ trained m (m = 0: risk 1).
-
-    Uses the mean MC risk over non-diverged seeds at the first lr, init scale, N.
-    NaN where no trained head count has a finite value.
-    """
+    """Simulated best m per level of ``dim`` (engine ``best_scale``: m = 0 has risk 1), at
+    the first N and the ``other_index``-th level of the other noise; NaN where every run
+    diverged."""
     other = "bit_flip" if dim == "label_flip" else "label_flip"
-    heads = ds["heads"].values
-    means = np.array([_sim(ds, heads=m)[0].isel({other: other_index}).transpose(dim).values
-                      for m in heads])
-    table = np.vstack([np.ones(means.shape[1]), means])
-    table = np.where(np.isfinite(table), table, np.inf)
-    best = np.concatenate([[0], heads])[np.argmin(table, axis=0)].astype(float)
-    best[~np.isfinite(means).any(axis=0)] = np.nan
-    return best
+    return best_scale(ds, n_context=ds["n_context"].values[0],
+                      **{other: ds[other].values[other_index]}).transpose(dim).values
 
 
 # ----------------------------------------------------------------------------- attention

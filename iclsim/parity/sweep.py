@@ -14,15 +14,14 @@ See ``docs/sweeps.md``.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iclsim.engine.config import ConfigError, FigureConfig, spec
-from iclsim.engine.sweep import Group, Setting, pad_group
+from iclsim.engine.config import CommonAxes, CommonEval, CommonSweep, CommonTrain, ConfigError, spec
+from iclsim.engine.setting import Runs, axis_values, best_scale
 from iclsim.engine.trainer import SCHEDULES
 from iclsim.parity import oracle
 from iclsim.parity.training import (
@@ -80,7 +79,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(CommonTrain):
     mode: str = spec("population", "population: exact loss (5); monte_carlo: fresh prompts",
                      choices=MODES)
     protocol: str = spec("progressive", "progressive: add heads one at a time (earlier heads "
@@ -93,21 +92,15 @@ class TrainConfig:
     chunk_steps: int = spec(2000, "steps per checkpointed chunk", lo=1)
     schedule: str = spec("cosine", "learning-rate schedule (restarts in each progressive phase)",
                          choices=SCHEDULES)
-    final_lr_fraction: float = spec(0.01, "cosine decays to this fraction", lo=0.0, hi=1.0)
     adam_b1: float | None = spec(None, "Adam β1 (unset: 0.9 in population mode, 0.99 in "
                                  "monte_carlo mode)", lo=0.0, hi=0.9999)
     readout_warmup: float = spec(0.1, "progressive: fraction of each phase in which only the "
                                  "readouts train", lo=0.0, hi=0.9)
-    loss_every: int = spec(10, "store the loss curve averaged over windows of this many steps",
-                           lo=1)
-    max_group_runs: int = spec(0, "split a static shape into groups of at most this many runs "
-                               "(0: no limit)", lo=0)
 
 
 @dataclass(frozen=True)
-class AxesConfig:
+class AxesConfig(CommonAxes):
     heads: tuple[int, ...] = spec((1, 2, 3, 4, 5, 6), "head counts m (1..K)", lo=1, min_len=1)
-    seeds: int = spec(2, "seeds per grid point", lo=1, hi=100_000)
     learning_rate: tuple[float, ...] = spec((0.1,), "learning rates", lo=1e-12, min_len=1)
     init_scale: tuple[float, ...] = spec((0.0,), "init noise scale of logits and readouts "
                                          "(progressive: 0, each head starts uniform on the "
@@ -117,29 +110,25 @@ class AxesConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(CommonEval):
     label_flip: tuple[float, ...] = spec((0.0,), "context label-flip probabilities p", lo=0.0,
                                          hi=0.5, min_len=1)
     bit_flip: tuple[float, ...] = spec((0.0,), "context bit-flip probabilities q", lo=0.0,
                                        hi=0.5, min_len=1)
-    n_prompts: int = spec(65536, "held-out prompts per run and (p, q) level", lo=2)
-    test_prompts: int = spec(65536, "held-out clean prompts per run for test_risk", lo=2)
-    batch: int = spec(2048, "prompts per evaluation batch", lo=1)
+    n_prompts: int = spec(65536, "held-out prompts per run and (p, q) level", lo=2,
+                          hi=1_000_000_000)
+    test_prompts: int = spec(65536, "held-out clean prompts per run for test_risk", lo=2,
+                             hi=1_000_000_000)
 
 
 @dataclass(frozen=True)
-class ParitySweepConfig:
-    name: str = spec("sweep", "sweep name (the output folder is <output_dir>/<name>-<hash>)")
+class ParitySweepConfig(CommonSweep):
     setting: str = spec("parity", "which setting", choices=("parity",))
-    description: str = spec("", "free text, copied into the result")
-    output_dir: str = spec("results", "root folder of the results")
-    seed: int = spec(0, "root PRNG seed", lo=0)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     axes: AxesConfig = AxesConfig()
     eval: EvalConfig = EvalConfig()
-    figures: FigureConfig = FigureConfig()
 
     def __post_init__(self):
         n_features = self.data.importances().size
@@ -156,10 +145,6 @@ class ParitySweepConfig:
         if self.train.protocol == "joint" and 0.0 in self.axes.init_scale:
             raise ConfigError("axes.init_scale: 0 with train.protocol = 'joint' starts every "
                               "head identical (no symmetry breaking); use e.g. 0.1")
-        for name in ("heads", "learning_rate", "init_scale", "n_context"):
-            values = getattr(self.axes, name)
-            if len(set(values)) != len(values):
-                raise ConfigError(f"axes.{name}: values must be distinct, got {list(values)}")
         for name in ("label_flip", "bit_flip"):
             values = getattr(self.eval, name)
             if len(set(values)) != len(values):
@@ -169,13 +154,7 @@ class ParitySweepConfig:
         return self.data.importances()
 
     def axis_values(self) -> dict:
-        return {
-            "n_context": np.asarray(self.axes.n_context, int),
-            "heads": np.asarray(self.axes.heads, int),
-            "seed": np.arange(self.axes.seeds),
-            "learning_rate": np.asarray(self.axes.learning_rate, float),
-            "init_scale": np.asarray(self.axes.init_scale, float),
-        }
+        return axis_values(self, PARITY)
 
 
 def _m_max(cfg: ParitySweepConfig) -> int:
@@ -194,40 +173,19 @@ def _static(cfg: ParitySweepConfig, n_context: int) -> ParityStatic:
     )
 
 
-def groups(cfg: ParitySweepConfig) -> list[Group]:
-    """One group per N (static); all heads, seeds, learning rates, init scales traced."""
-    axes = cfg.axis_values()
-    shape = tuple(len(v) for v in axes.values())
-    out = []
-    for ni, n in enumerate(axes["n_context"]):
-        idx = np.array(list(itertools.product(*[range(s) for s in shape[1:]])))
-        run_id = np.ravel_multi_index((np.full(len(idx), ni), *idx.T), shape)
-        hyper = {
-            "heads": axes["heads"][idx[:, 0]].astype(np.int32),
-            "learning_rate": axes["learning_rate"][idx[:, 2]],
-            "init_scale": axes["init_scale"][idx[:, 3]],
-            "label_flip": np.zeros(len(idx)),
-            "bit_flip": np.zeros(len(idx)),
-        }
-        seed = axes["seed"][idx[:, 1]]
-        size = cfg.train.max_group_runs or len(idx)
-        static = _static(cfg, n)
-        for start in range(0, len(idx), size):
-            sl = slice(start, start + size)
-            group = Group(len(out), static, {k: v[sl] for k, v in hyper.items()}, seed[sl],
-                          run_id[sl])
-            out.append(pad_group(group, size))  # equal shapes: no recompile
-    return out
+def _hyper(cfg: ParitySweepConfig, runs: Runs) -> dict:
+    """Per-run traced values: all heads, seeds, learning rates, init scales share a program."""
+    return {
+        "heads": runs["heads"].astype(np.int32),
+        "learning_rate": runs["learning_rate"].astype(float),
+        "init_scale": runs["init_scale"].astype(float),
+        "label_flip": np.zeros(len(runs)),
+        "bit_flip": np.zeros(len(runs)),
+    }
 
 
 def _data(cfg: ParitySweepConfig, static: ParityStatic):
     return {"pi": jnp.asarray(cfg.pi(), jnp.result_type(float))}
-
-
-def _unravel(cfg, run_id):
-    axes = cfg.axis_values()
-    shape = tuple(len(v) for v in axes.values())
-    return np.unravel_index(np.asarray(run_id), shape)
 
 
 def _noise_grid(cfg):
@@ -236,7 +194,7 @@ def _noise_grid(cfg):
                        np.asarray(cfg.eval.bit_flip, float), indexing="ij")
 
 
-def finalize(cfg: ParitySweepConfig, group: Group, run_id, params, loss):
+def assess(cfg: ParitySweepConfig, static: ParityStatic, runs: Runs, params, loss, key):
     """Assess the trained runs of one group.
 
     Per run: attention α, block masses, readout c, exact clean loss (5), held-out
@@ -247,22 +205,18 @@ def finalize(cfg: ParitySweepConfig, group: Group, run_id, params, loss):
     """
     pi = cfg.pi()
     k, d0 = cfg.data.k, cfg.data.distractor_bits
-    axes = cfg.axis_values()
-    idx = _unravel(cfg, run_id)
-    n = int(group.static.n_context)
-    heads = axes["heads"][idx[1]]
-    root = jax.random.key(cfg.seed)
-    eval_key = jax.random.fold_in(root, 1_000_003)
-    out = assess_runs(params, loss, pi, n, k, heads, distractor_bits=d0, eval_key=eval_key,
+    n = int(static.n_context)
+    heads = runs["heads"]
+    out = assess_runs(params, loss, pi, n, k, heads, distractor_bits=d0, eval_key=key,
                       eval_prompts=cfg.eval.test_prompts)
     p, q = _noise_grid(cfg)
-    mean, se = evaluate(jax.random.fold_in(eval_key, 1), params, pi, n, k, label_flip=p.ravel(),
+    mean, se = evaluate(jax.random.fold_in(key, 1), params, pi, n, k, label_flip=p.ravel(),
                         bit_flip=q.ravel(), distractor_bits=d0, n_prompts=cfg.eval.n_prompts,
                         batch=cfg.eval.batch)
-    runs = len(run_id)
+    n_runs = len(runs)
     alpha, mass, readout = out["alpha"].copy(), out["block_mass"].copy(), out["readout"].copy()
     mask = np.asarray(params["head_mask"], float)
-    exact = np.full((runs, p.size), np.nan)
+    exact = np.full((n_runs, p.size), np.nan)
     for i in np.flatnonzero(out["finite"]):
         m = int(heads[i])
         c = readout[i, :m] * mask[i, :m]
@@ -274,17 +228,33 @@ def finalize(cfg: ParitySweepConfig, group: Group, run_id, params, loss):
     mass[inactive] = np.nan
     readout[inactive] = np.nan
     block = np.where(inactive, -1, np.argmax(np.nan_to_num(mass, nan=-1.0), axis=2))
-    window = cfg.train.loss_every
-    usable = loss.shape[1] // window * window
-    curve = loss[:, :usable].reshape(runs, -1, window).mean(axis=2)
-    verdict_code = np.array([VERDICT_CODES.index(v) for v in out["verdict"]], np.int8)
-    shape = (runs, *p.shape)
+    shape = (n_runs, *p.shape)
     return {
         "risk": out["risk"], "test_risk": out["test_risk"], "test_se": out["test_se"],
-        "verdict": verdict_code, "diverged": ~out["finite"], "attention": alpha,
+        "verdict": out["verdict"], "diverged": ~out["finite"], "attention": alpha,
         "block_mass": mass, "readout": readout, "assigned_block": block.astype(np.int64),
         "eval_risk": mean.reshape(shape), "eval_se": se.reshape(shape),
-        "eval_exact": exact.reshape(shape), "loss": curve,
+        "eval_exact": exact.reshape(shape),
+    }
+
+
+def run_vars(cfg: ParitySweepConfig) -> dict:
+    noise = ("label_flip", "bit_flip")
+    return {
+        "risk": ((), {"long_name": "exact clean population loss (5) of the trained model"}),
+        "test_risk": ((), {"long_name": "Monte Carlo risk on held-out clean prompts"}),
+        "test_se": ((), {"long_name": "standard error of test_risk"}),
+        "attention": (("head", "bit"), {"long_name": "trained attention α_h = softmax(q_h) "
+                                        "(NaN: head h >= m)"}),
+        "block_mass": (("head", "block"), {"long_name": "attention mass of head h on block B_j "
+                                           "(NaN: h >= m)"}),
+        "readout": (("head",), {"long_name": "trained readout c_h (NaN: h >= m)"}),
+        "assigned_block": (("head",), {"long_name": "argmax_j of head h's block mass (0-based; "
+                                       "-1: h >= m)"}),
+        "eval_risk": (noise, {"long_name": "Monte Carlo risk on prompts with noisy context"}),
+        "eval_se": (noise, {"long_name": "standard error of eval_risk"}),
+        "eval_exact": (noise, {"long_name": "exact loss (5) of the trained α, c at context "
+                               "signal μ"}),
     }
 
 
@@ -292,60 +262,13 @@ def _fine(values, points=201):
     return np.linspace(0.0, max(float(np.max(values)), 1e-9), points)
 
 
-def dataset(cfg: ParitySweepConfig, merged: dict):
-    """The labelled result: simulation on the run axes, the oracle on the same axes."""
-    import xarray as xr
-
-    axes = cfg.axis_values()
-    shape = tuple(len(v) for v in axes.values())
-    run_id = merged["run_id"]
-    dims = RUN_AXES
+def oracle_vars(cfg: ParitySweepConfig, coords: dict):
+    """The theory on the simulation's named axes (float64, :mod:`iclsim.parity.oracle`)."""
+    axes = {name: coords[name] for name in RUN_AXES}
     pi = cfg.pi()
     n_features, k = pi.size, cfg.data.k
-    window = cfg.train.loss_every
-    steps = (np.arange(merged["loss"].shape[1]) + 1) * window
-    m_max = merged["readout"].shape[1]
-    n_bits = merged["attention"].shape[2]
-
-    def scatter(name, fill=np.nan, dtype=float):
-        values = merged[name]
-        grid = np.full((int(np.prod(shape)),) + values.shape[1:], fill, dtype=dtype)
-        grid[run_id] = values
-        return grid.reshape(shape + values.shape[1:])
-
-    verdict_grid = scatter("verdict", fill=-1, dtype=np.int8)
-    verdict_str = np.where(verdict_grid >= 0,
-                           np.asarray(VERDICT_CODES + ("missing",))[verdict_grid], "missing")
     noise = ("label_flip", "bit_flip")
-    data_vars = {
-        "risk": (dims, scatter("risk"), {"long_name": "exact clean population loss (5) of the "
-                                         "trained model"}),
-        "test_risk": (dims, scatter("test_risk"), {"long_name": "Monte Carlo risk on held-out "
-                                                   "clean prompts"}),
-        "test_se": (dims, scatter("test_se"), {"long_name": "standard error of test_risk"}),
-        "verdict": (dims, verdict_str.astype(str),
-                    {"long_name": "verdict from attention masses and readout",
-                     "values": ", ".join(VERDICT_CODES)}),
-        "diverged": (dims, scatter("diverged", fill=False, dtype=bool),
-                     {"long_name": "non-finite parameters or loss (left out of aggregates)"}),
-        "present": (dims, scatter("run_id", fill=-1, dtype=np.int64) >= 0,
-                    {"long_name": "run held in this file (multi-host shards)"}),
-        "attention": (dims + ("head", "bit"), scatter("attention"),
-                      {"long_name": "trained attention α_h = softmax(q_h) (NaN: head h >= m)"}),
-        "block_mass": (dims + ("head", "block"), scatter("block_mass"),
-                       {"long_name": "attention mass of head h on block B_j (NaN: h >= m)"}),
-        "readout": (dims + ("head",), scatter("readout"),
-                    {"long_name": "trained readout c_h (NaN: h >= m)"}),
-        "assigned_block": (dims + ("head",), scatter("assigned_block", fill=-1, dtype=np.int64),
-                           {"long_name": "argmax_j of head h's block mass (0-based; -1: h >= m)"}),
-        "eval_risk": (dims + noise, scatter("eval_risk"),
-                      {"long_name": "Monte Carlo risk on prompts with noisy context"}),
-        "eval_se": (dims + noise, scatter("eval_se"), {"long_name": "standard error of eval_risk"}),
-        "eval_exact": (dims + noise, scatter("eval_exact"),
-                       {"long_name": "exact loss (5) of the trained α, c at context signal μ"}),
-        "loss": (dims + ("step",), scatter("loss"),
-                 {"long_name": f"training loss, mean over windows of {window} steps"}),
-    }
+    data_vars = {}
     # Oracle values on the same axes (float64, iclsim.parity.oracle).
     ns = axes["n_context"]
     p, q = (np.asarray(v, float) for v in (cfg.eval.label_flip, cfg.eval.bit_flip))
@@ -383,20 +306,15 @@ def dataset(cfg: ParitySweepConfig, merged: dict):
         "theory_risk_bit": (("n_context", "heads_all", "bit_flip_fine"), theory_bit,
                             {"long_name": f"R_m(μ) on a fine q grid at p = {p[0]:g}"}),
     })
-    coords = {name: axes[name] for name in RUN_AXES}
-    coords.update({
-        "label_flip": p, "bit_flip": q, "step": steps, "head": np.arange(m_max),
+    data_vars["trivial_risk"] = ((), 1.0, {"long_name": "risk of ŷ = 0 (m = 0): E[y_q²] = 1"})
+    n_bits = n_features * k + cfg.data.distractor_bits
+    coords = {
+        "label_flip": p, "bit_flip": q, "head": np.arange(_m_max(cfg)),
         "block": np.arange(n_features), "bit": np.arange(n_bits), "heads_all": heads_all,
         "label_flip_fine": fine_p, "bit_flip_fine": fine_q,
-    })
-    attrs = {"description": cfg.description, "k": k, "distractor_bits": cfg.data.distractor_bits}
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
-
-
-def describe_run(cfg: ParitySweepConfig, run_id: int) -> str:
-    axes = cfg.axis_values()
-    idx = _unravel(cfg, run_id)
-    return ", ".join(f"{name}={axes[name][i]}" for name, i in zip(RUN_AXES, idx))
+    }
+    attrs = {"k": k, "distractor_bits": cfg.data.distractor_bits}
+    return data_vars, coords, attrs
 
 
 def _fmt(v, digits=5):
@@ -406,18 +324,12 @@ def _fmt(v, digits=5):
 def simulated_best_heads(ds, n, label_flip, bit_flip, var="eval_risk", **slice_):
     """argmin over {0} ∪ trained m of the mean (non-diverged) ``var`` at one (N, p, q).
 
-    m = 0 (no heads, ŷ = 0) has risk E[y_q²] = 1 exactly.  Returns -1 when every
-    run diverged.  ``slice_`` fixes e.g. ``learning_rate`` and ``init_scale``; the
-    mean is over the remaining run axes (seeds, and any axis not fixed).
+    :func:`iclsim.engine.setting.best_scale` at one point (m = 0 is ŷ = 0 with risk
+    E[y_q²] = 1); -1 when every run diverged.  ``slice_`` fixes e.g. ``learning_rate``.
     """
-    ok = ~ds["diverged"].sel(n_context=n, **slice_)
-    sim = ds[var].sel(n_context=n, label_flip=label_flip, bit_flip=bit_flip, **slice_).where(ok)
-    sim = sim.mean(dim=[d for d in sim.dims if d != "heads"]).values
-    if not np.isfinite(sim).any():
-        return -1
-    candidates = np.concatenate([[0], ds["heads"].values])
-    table = np.concatenate([[1.0], np.where(np.isfinite(sim), sim, np.inf)])
-    return int(candidates[int(np.argmin(table))])
+    best = float(best_scale(ds, var, n_context=n, label_flip=label_flip, bit_flip=bit_flip,
+                            **slice_))
+    return int(best) if np.isfinite(best) else -1
 
 
 def _training_table(ds, sel):
@@ -533,8 +445,27 @@ def figures(ds, out_dir, formats):
     return figs.draw_all(ds, out_dir, formats)
 
 
-PARITY = Setting(
-    name="parity", config_class=ParitySweepConfig, groups=groups, trainer=parity_trainer,
-    data=_data, finalize=finalize, dataset=dataset, describe_run=describe_run, summary=summary,
-    figures=figures,
-)
+class ParitySetting:
+    """Setting 2 (m-head attention on in-context sparse parity)."""
+
+    name = "parity"
+    config_class = ParitySweepConfig
+    scale = "heads"
+    run_axes = RUN_AXES
+    static_axes = ("n_context",)
+    verdicts = VERDICT_CODES
+
+    def static(self, cfg, n_context):
+        return _static(cfg, n_context)
+
+    hyper = staticmethod(_hyper)
+    trainer = staticmethod(parity_trainer)
+    data = staticmethod(_data)
+    assess = staticmethod(assess)
+    run_vars = staticmethod(run_vars)
+    oracle = staticmethod(oracle_vars)
+    summary = staticmethod(summary)
+    figures = staticmethod(figures)
+
+
+PARITY = ParitySetting()

@@ -1,0 +1,318 @@
+"""The setting contract: what a setting declares, and everything the engine does with it.
+
+A *setting* (``iclsim.linear.sweep.LINEAR``, ``iclsim.parity.sweep.PARITY``) is an
+object that satisfies :class:`Setting`: its maths and its model, nothing else.  The
+engine owns, for every setting alike:
+
+* the grid: named run axes (``cfg.axes.<name>``; ``seed`` is ``range(cfg.axes.seeds)``),
+  grouping by static shape, named per-run columns (:class:`Runs`, never a
+  positional index), padding to equal group sizes;
+* the eval key, loss windowing (``train.loss_every``), verdict storage (strings
+  in the result, small integer codes on disk), the ``diverged``/``present`` flags;
+* scattering per-run arrays onto the labelled grid and merging the oracle's
+  variables on the same named axes (:func:`build_dataset`);
+* the simulated best scale (:func:`best_scale`), used by ``iclsim show``, the
+  figures and ``iclsim compare``;
+* the registry the CLI discovers settings from (:func:`register`, :func:`get_setting`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+from dataclasses import dataclass
+from typing import Any, Hashable, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "Setting", "Runs", "Group", "axis_values", "build_groups", "pad_group", "eval_key",
+    "window_loss", "build_dataset", "describe_run", "best_scale", "register", "get_setting",
+    "setting_names", "EVAL_KEY_SALT",
+]
+
+#: The evaluation PRNG key is ``fold_in(key(cfg.seed), EVAL_KEY_SALT)``: disjoint from the
+#: training keys (``fold_in(key(cfg.seed), seed)`` for seed < EVAL_KEY_SALT).
+EVAL_KEY_SALT = 1_000_003
+#: Run axes over which :func:`best_scale` pools runs (besides the diverged ones left out).
+POOLED_AXES = ("seed", "learning_rate", "init_scale")
+
+
+@runtime_checkable
+class Setting(Protocol):
+    """What a setting implements (see ``docs/engine.md``).
+
+    Attributes: ``name`` (registry key and ``setting =`` value of a sweep file),
+    ``config_class`` (its schema: a frozen dataclass built on the engine's common
+    fields, :mod:`iclsim.engine.config`), ``scale`` (the size axis, e.g. ``"rank"``),
+    ``run_axes`` (grid axes in order), ``static_axes`` (the run axes that change
+    array shapes: one compiled program per value), ``verdicts`` (the verdict names
+    ``assess`` may return; ``"diverged"`` among them).
+    """
+
+    name: str
+    config_class: type
+    scale: str
+    run_axes: tuple[str, ...]
+    static_axes: tuple[str, ...]
+    verdicts: tuple[str, ...]
+
+    def static(self, cfg, **static_values) -> Hashable:
+        """The hashable static shape of the runs at one value of each static axis; it has
+        an int ``steps``."""
+
+    def hyper(self, cfg, runs: "Runs") -> dict[str, np.ndarray]:
+        """Per-run traced hyperparameters (the ``hyper`` of the trainer), one row per run."""
+
+    def trainer(self, static):
+        """The engine trainer (:func:`iclsim.engine.trainer.build_trainer`) of one shape."""
+
+    def data(self, cfg, static) -> Any:
+        """Arrays shared by the runs of a group (covariance, importances, …)."""
+
+    def assess(self, cfg, static, runs: "Runs", params, loss, key) -> dict[str, np.ndarray]:
+        """Per-run results of trained runs: must hold ``verdict`` (names from
+        ``verdicts``) and ``diverged`` (bool); every other entry is declared in
+        :meth:`run_vars`.  ``loss`` is the raw per-step loss, ``key`` the eval key."""
+
+    def run_vars(self, cfg) -> dict[str, tuple[tuple[str, ...], dict]]:
+        """For each extra entry of ``assess``: (its dims after the run axes, attrs)."""
+
+    def oracle(self, cfg, coords: dict) -> tuple[dict, dict, dict]:
+        """(data_vars, coords, attrs) of the theory on the same named axes as the simulation."""
+
+    def summary(self, ds) -> str:
+        """The table printed by ``iclsim run`` and ``iclsim show``."""
+
+    def figures(self, ds, out_dir, formats) -> list:
+        """Draw the setting's figures; return their paths."""
+
+
+class Runs:
+    """Named per-run columns of a group: ``runs["rank"]`` is the rank of every run.
+
+    ``run_id`` is the flat index of each run in the sweep grid (-1: padding).
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray], run_id: np.ndarray):
+        self.columns = {k: np.asarray(v) for k, v in columns.items()}
+        self.run_id = np.asarray(run_id)
+
+    def __getitem__(self, name) -> np.ndarray:
+        return self.columns[name]
+
+    def __len__(self) -> int:
+        return len(self.run_id)
+
+    def take(self, rows) -> "Runs":
+        return Runs({k: v[rows] for k, v in self.columns.items()}, self.run_id[rows])
+
+
+@dataclass
+class Group:
+    """Runs sharing one static shape.  Arrays have one row per (padded) run."""
+
+    index: int
+    static: Any
+    hyper: dict
+    runs: Runs
+
+    @property
+    def run_id(self) -> np.ndarray:
+        return self.runs.run_id
+
+    @property
+    def seed(self) -> np.ndarray:
+        return self.runs["seed"]
+
+
+def axis_values(cfg, setting: Setting) -> dict[str, np.ndarray]:
+    """The grid's coordinate values, in ``setting.run_axes`` order."""
+    out = {}
+    for name in setting.run_axes:
+        out[name] = (np.arange(cfg.axes.seeds) if name == "seed"
+                     else np.asarray(getattr(cfg.axes, name)))
+    return out
+
+
+def _grid_runs(axes: dict, run_ids: np.ndarray) -> Runs:
+    shape = tuple(len(v) for v in axes.values())
+    idx = np.unravel_index(run_ids, shape)
+    return Runs({name: values[i] for (name, values), i in zip(axes.items(), idx)}, run_ids)
+
+
+def pad_group(group: Group, rows: int) -> Group:
+    """Pad ``group`` to ``rows`` rows with copies of its first run, marked ``run_id = -1``."""
+    n = len(group.run_id)
+    extra = rows - n
+    if extra <= 0:
+        return group
+    take = np.concatenate([np.arange(n), np.zeros(extra, int)])
+    runs = group.runs.take(take)
+    runs.run_id[n:] = -1
+    return dataclasses.replace(group, hyper={k: v[take] for k, v in group.hyper.items()},
+                               runs=runs)
+
+
+def build_groups(cfg, setting: Setting) -> list[Group]:
+    """One group per combination of static-axis values (split by ``train.max_group_runs``,
+    padded to equal sizes so that the pieces share one compiled program)."""
+    axes = axis_values(cfg, setting)
+    shape = tuple(len(v) for v in axes.values())
+    all_ids = np.arange(int(np.prod(shape))).reshape(shape)
+    static_pos = [setting.run_axes.index(a) for a in setting.static_axes]
+    out = []
+    for combo in itertools.product(*[range(shape[p]) for p in static_pos]):
+        sel = [slice(None)] * len(shape)
+        for p, i in zip(static_pos, combo):
+            sel[p] = i
+        runs = _grid_runs(axes, all_ids[tuple(sel)].ravel())
+        static = setting.static(cfg, **{setting.run_axes[p]: axes[setting.run_axes[p]][i].item()
+                                        for p, i in zip(static_pos, combo)})
+        hyper = {k: np.asarray(v) for k, v in setting.hyper(cfg, runs).items()}
+        size = cfg.train.max_group_runs or len(runs)
+        for start in range(0, len(runs), size):
+            rows = slice(start, start + size)
+            group = Group(len(out), static, {k: v[rows] for k, v in hyper.items()},
+                          runs.take(rows))
+            out.append(pad_group(group, size))
+    return out
+
+
+def eval_key(cfg):
+    """The evaluation key of a sweep (shared by all runs: common random numbers)."""
+    import jax
+
+    return jax.random.fold_in(jax.random.key(cfg.seed), EVAL_KEY_SALT)
+
+
+def window_loss(loss: np.ndarray, window: int) -> np.ndarray:
+    """(runs, steps) → (runs, steps // window): means over consecutive windows of steps."""
+    usable = loss.shape[1] // window * window
+    return loss[:, :usable].reshape(loss.shape[0], -1, window).mean(axis=2)
+
+
+def finalize_group(cfg, setting: Setting, group: Group, rows, params, loss) -> dict:
+    """Assess the valid ``rows`` of a trained group; arrays ready for a group file."""
+    runs = group.runs.take(rows)
+    out = dict(setting.assess(cfg, group.static, runs, params, loss, eval_key(cfg)))
+    verdicts = np.asarray(out.pop("verdict")).astype(str)
+    unknown = sorted(set(verdicts) - set(setting.verdicts))
+    if unknown:
+        raise ValueError(f"{setting.name}.assess returned unknown verdict(s) {unknown}")
+    out["verdict"] = np.array([setting.verdicts.index(v) for v in verdicts], np.int8)
+    out["diverged"] = np.asarray(out["diverged"], bool)
+    out["loss"] = window_loss(np.asarray(loss), cfg.train.loss_every)
+    out["run_id"] = runs.run_id
+    return out
+
+
+def describe_run(cfg, setting: Setting, run_id: int) -> str:
+    """``rank=3, seed=1, …`` for one run of the grid."""
+    axes = axis_values(cfg, setting)
+    runs = _grid_runs(axes, np.asarray([run_id]))
+    return ", ".join(f"{name}={runs[name][0]}" for name in axes)
+
+
+def build_dataset(cfg, setting: Setting, merged: dict):
+    """The labelled result: per-run arrays scattered on the named run axes, the oracle's
+    variables on the same axes beside them."""
+    import xarray as xr
+
+    axes = axis_values(cfg, setting)
+    dims = tuple(axes)
+    shape = tuple(len(v) for v in axes.values())
+    run_id = merged["run_id"]
+
+    def scatter(values, fill, dtype):
+        grid = np.full((int(np.prod(shape)),) + values.shape[1:], fill, dtype=dtype)
+        grid[run_id] = values
+        return grid.reshape(shape + values.shape[1:])
+
+    def fill_for(values):
+        kind = np.asarray(values).dtype.kind
+        if kind == "b":
+            return False, bool
+        if kind in "iu":
+            return -1, np.int64
+        return np.nan, float
+
+    codes = scatter(merged["verdict"], -1, np.int8)
+    names = np.asarray(tuple(setting.verdicts) + ("missing",))
+    window = cfg.train.loss_every
+    data_vars = {
+        "verdict": (dims, np.where(codes >= 0, names[codes], "missing").astype(str),
+                    {"long_name": "verdict of the run (" + ", ".join(setting.verdicts) + ")"}),
+        "diverged": (dims, scatter(merged["diverged"], False, bool),
+                     {"long_name": "NaN/inf in training (left out of every aggregate)"}),
+        "present": (dims, scatter(run_id, -1, np.int64) >= 0,
+                    {"long_name": "run held in this file (multi-host shards)"}),
+        "loss": (dims + ("step",), scatter(merged["loss"], np.nan, float),
+                 {"long_name": f"training loss, mean over windows of {window} steps"}),
+    }
+    for name, (extra, attrs) in setting.run_vars(cfg).items():
+        values = merged[name]
+        fill, dtype = fill_for(values)
+        data_vars[name] = (dims + tuple(extra), scatter(values, fill, dtype), attrs)
+    coords = dict(axes)
+    coords["step"] = (np.arange(merged["loss"].shape[1]) + 1) * window
+    oracle_vars, oracle_coords, oracle_attrs = setting.oracle(cfg, dict(coords))
+    data_vars.update(oracle_vars)
+    coords.update(oracle_coords)
+    attrs = {"description": cfg.description, "scale_axis": setting.scale, **oracle_attrs}
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def best_scale(ds, var: str = "eval_risk", *, zero_risk=None, pool=POOLED_AXES, **sel):
+    """The simulated best scale: argmin over {0} ∪ trained scales of the mean ``var``.
+
+    The mean is over the non-diverged runs pooled over ``pool`` (seeds and the
+    tuning axes learning rate and init scale); scale 0 is the trivial predictor
+    ŷ = 0 with risk ``zero_risk`` (default: the dataset's ``trivial_risk``).
+    ``sel`` fixes coordinates first.  Returns a float DataArray over the remaining
+    dims; NaN where no trained scale has a finite value (all diverged).
+    This one function serves ``iclsim show``, the figures and ``iclsim compare``.
+    """
+    import xarray as xr
+
+    scale = ds.attrs.get("scale_axis") or ("rank" if "rank" in ds.dims else "heads")
+    values = ds[var].where(~ds["diverged"])
+    if sel:
+        values = values.sel(**{k: v for k, v in sel.items() if k in values.dims})
+    values = values.mean(dim=[d for d in pool if d in values.dims])
+    if zero_risk is None:
+        zero_risk = float(ds["trivial_risk"]) if "trivial_risk" in ds else np.inf
+    scales = np.concatenate([[0], ds[scale].values]).astype(float)
+    table = values.fillna(np.inf).transpose(scale, ...)
+    first = xr.full_like(table.isel({scale: 0}), zero_risk, dtype=float)
+    stacked = np.concatenate([first.values[None], table.values], axis=0)
+    best = scales[np.argmin(stacked, axis=0)]
+    best = np.where(np.isfinite(values.transpose(scale, ...).values).any(axis=0), best, np.nan)
+    return xr.DataArray(best, dims=first.dims, coords=first.coords, name=f"best_{scale}_sim")
+
+
+_REGISTRY: dict[str, str] = {
+    "linear": "iclsim.linear.sweep:LINEAR",
+    "parity": "iclsim.parity.sweep:PARITY",
+}
+
+
+def register(name: str, target: str) -> None:
+    """Register a setting: ``target`` is ``"module:ATTRIBUTE"`` (imported on first use)."""
+    _REGISTRY[name] = target
+
+
+def setting_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def get_setting(name: str) -> Setting:
+    """The registered setting ``name`` (imported lazily)."""
+    if name not in _REGISTRY:
+        raise KeyError(name)
+    module, attr = _REGISTRY[name].split(":")
+    setting = getattr(importlib.import_module(module), attr)
+    if not isinstance(setting, Setting):
+        raise TypeError(f"{_REGISTRY[name]} does not implement iclsim.engine.setting.Setting")
+    return setting
