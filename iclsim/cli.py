@@ -19,7 +19,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from iclsim.engine.config import ConfigError, apply_overrides, describe, load_toml, parse
+from iclsim.engine.config import (
+    ConfigError, apply_overrides, describe, describe_markdown, load_toml, parse,
+)
 from iclsim.engine.store import SweepLocked
 
 from iclsim.engine.setting import get_setting, setting_names
@@ -48,6 +50,7 @@ def _cmd_run(args) -> int:
     if args.out:
         overrides.append(f"output_dir={json.dumps(str(args.out))}")
     setting, cfg = load_config(args.sweep, overrides)
+    _check_writable(cfg.output_dir, "output_dir")
     if args.distributed:
         import jax
 
@@ -61,12 +64,30 @@ def _cmd_run(args) -> int:
     print(f"\nresult:  {outcome.path / 'result.nc'}")
     for path in outcome.figures:
         print(f"figure:  {path}")
+    if outcome.figure_error:
+        print(f"figures: not drawn ({outcome.figure_error}); the result is stored, redraw with "
+              f"'iclsim plot {outcome.path}'")
     state = "resumed" if outcome.resumed else "fresh"
     stale = outcome.dataset.attrs.get("resumed_stale_from")
     if stale:
         state += f" (stale: resumed from code {stale})"
     print(f"{state} run, {outcome.compiles} compile(s), wall time {outcome.wall_time:.1f} s")
     return 0
+
+
+def _check_writable(folder, what: str) -> None:
+    """One clear line if ``folder`` cannot be created or written (before any work is done)."""
+    import tempfile
+
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{what}: cannot write to {str(path)!r} ({reason}); choose a "
+                          "writable folder with --out DIR") from None
 
 
 def _resolve(path) -> Path:
@@ -113,17 +134,35 @@ def _cmd_plot(args) -> int:
         ds, setting = _load(results)
         src = _resolve(results)
         out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
-        out.mkdir(parents=True, exist_ok=True)
-        for path in setting.figures(ds, out, tuple(args.format or ("png", "pdf"))):
+        _check_writable(out, "--out")
+        try:
+            paths = setting.figures(ds, out, tuple(args.format or ("png", "pdf")))
+        except Exception as exc:  # a figure bug must not hide the stored numbers
+            raise ConfigError(f"{results}: figures not drawn ({type(exc).__name__}: {exc})"
+                              ) from None
+        for path in paths:
             print(f"figure:  {path}")
     return 0
 
 
 def _cmd_keys(args) -> int:
     setting = _setting(args.setting)
+    if args.markdown:
+        print("\n".join(describe_markdown(setting.config_class)).rstrip())
+        return 0
     print(f"Keys of a {setting.name} sweep file (TOML):")
     print("\n".join(describe(setting.config_class)))
     return 0
+
+
+def _compare_dir(linear_path, linear, parity) -> Path:
+    """Default output of ``compare``: ``<results root>/compare-<linear hash>-<parity hash>/``,
+    the results root being the folder that holds the linear result's config folder."""
+    resolved = _resolve(linear_path)
+    folder = resolved if resolved.is_dir() else resolved.parent
+    root = folder.parent.parent if (folder / "provenance.json").exists() else folder.parent
+    return root / (f"compare-{linear.attrs.get('config_hash', 'linear')}-"
+                   f"{parity.attrs.get('config_hash', 'parity')}")
 
 
 def _cmd_compare(args) -> int:
@@ -137,8 +176,8 @@ def _cmd_compare(args) -> int:
     if parity_setting.name != "parity":
         raise ConfigError(f"{args.parity}: PARITY_RESULT is a {parity_setting.name} result; "
                           "give a parity one, e.g. from sweeps/parity_label_flip.toml")
-    out = Path(args.out) if args.out else Path(".")
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else _compare_dir(args.linear, linear, parity)
+    _check_writable(out, "--out")
     try:
         paths = compare.scale_vs_noise(linear, parity, out, tuple(args.format or ("png", "pdf")))
     except ValueError as exc:
@@ -197,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="list every key of a sweep file with type and range",
                           description="List every key of a sweep file.")
     keys.add_argument("setting", nargs="?", default="linear", choices=SETTINGS)
+    keys.add_argument("--markdown", action="store_true",
+                      help="print the key tables of docs/sweeps.md")
     keys.set_defaults(func=_cmd_keys)
     compare = sub.add_parser(
         "compare", help="side-by-side figure: model scale vs noise sensitivity in both settings",
@@ -216,18 +257,46 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a parity sweep folder or its result.nc with more than one "
                               "eval.label_flip value (e.g. from sweeps/parity_label_flip.toml)")
     compare.add_argument("--out", metavar="DIR",
-                         help="output folder (default: the current folder)")
+                         help="output folder (default: <results root>/compare-<linear config "
+                              "hash>-<parity config hash>/ beside the results)")
     compare.add_argument("--format", action="append", choices=("png", "pdf", "svg"),
                          help="figure format (repeatable; default png and pdf)")
     compare.set_defaults(func=_cmd_compare)
     return parser
 
 
+def _exit_on_interrupt(signum, frame):  # pragma: no cover - exercised in a subprocess test
+    """Ctrl-C: leave at once with status 130.
+
+    Every file iclsim writes is written to a temporary name and renamed, so stopping
+    here never leaves a half-written checkpoint or result (a stray temporary file is
+    removed by the next run); ``os._exit`` skips interpreter teardown, where an
+    interrupt inside XLA's threads could crash the process (exit 139).
+    """
+    import os
+
+    try:
+        sys.stderr.write("\niclsim: interrupted; rerun the same command to resume\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(130)
+
+
 def main(argv=None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _exit_on_interrupt)
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. 'iclsim keys | head'
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(f"iclsim: error: {exc}", file=sys.stderr)
         return 2

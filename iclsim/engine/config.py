@@ -163,14 +163,23 @@ def load_toml(path) -> dict:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such sweep file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give a sweep file, e.g. sweeps/quickstart.toml"
+                          ) from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the sweep file (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML (not UTF-8 text: byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
-def _parse_value(text: str):
+def _parse_value(key: str, text: str):
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if text[:1] in "[{\"'" or text[:1].isdigit() or text[:1] in "+-.":
+            raise ConfigError(f"--set {key}: {text!r} is not valid TOML ({exc})") from None
         return text  # a bare word is a string
 
 
@@ -187,7 +196,7 @@ def apply_overrides(data: dict, overrides) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part} is not a table")
-        node[parts[-1]] = _parse_value(text.strip())
+        node[parts[-1]] = _parse_value(key.strip(), text.strip())
     return data
 
 
@@ -201,6 +210,50 @@ def config_hash(obj, *, exclude=("output_dir",)) -> str:
     data = {k: v for k, v in to_dict(obj).items() if k not in exclude}
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def toml_value(value) -> str:
+    """A default as it is written in a sweep file (``[1, 2]``, ``"x"``, ``true``; None: unset)."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _default(f):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return None
+
+
+def describe_markdown(cls, prefix: str = "") -> list[str]:
+    """The key tables of ``docs/sweeps.md``: one markdown table per TOML table."""
+    hints = _type_hints(cls)
+    rows, nested = [], []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            nested.append((key, tp))
+            continue
+        meta = f.metadata
+        allowed = "/".join(map(str, meta["choices"])) if meta.get("choices") else (
+            _range(meta["lo"], meta.get("hi")) if meta.get("lo") is not None else "")
+        rows.append(f"| `{key}` | {_type_name(tp)} | `{toml_value(_default(f))}` | {allowed} | "
+                    f"{meta.get('help', '')} |")
+    out = []
+    if rows:
+        if prefix:
+            out += [f"**`[{prefix}]`**", ""]
+        out += ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|", *rows, ""]
+    for key, tp in nested:
+        out += describe_markdown(tp, key)
+    return out
 
 
 def describe(cls, prefix: str = "") -> list[str]:
@@ -220,8 +273,7 @@ def describe(cls, prefix: str = "") -> list[str]:
             extra.append("one of " + "/".join(map(str, meta["choices"])))
         if meta.get("lo") is not None:
             extra.append(_range(meta["lo"], meta.get("hi")))
-        default = f.default if f.default is not dataclasses.MISSING else None
-        bits = ", ".join([_type_name(tp), f"default {default!r}", *extra])
+        bits = ", ".join([_type_name(tp), f"default {toml_value(_default(f))}", *extra])
         lines.append(f"  {key} ({bits}): {meta.get('help', '')}")
     return lines
 

@@ -79,6 +79,8 @@ class SweepOutcome:
     wall_time: float
     resumed: bool
     figures: list
+    figure_error: str = ""
+    """Why figures were not drawn (the result is stored regardless); empty when they were."""
 
 
 def run_mesh(devices=None) -> Mesh:
@@ -267,6 +269,9 @@ def _append_leg(out: Path, suffix: str, start: float, compiles: int, code: str,
 def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, quiet, devices):
     pid = jax.process_index()
     suffix = f"p{pid}"
+    # Temporary files left by an interrupted write (this process holds the folder's lock).
+    for stray in out.glob(".*.tmp" if jax.process_count() == 1 else f".*.{suffix}.*.tmp"):
+        stray.unlink(missing_ok=True)
     resolved = to_dict(cfg)
     cfg_file = out / "config.json"
     if cfg_file.exists():
@@ -395,10 +400,13 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
     })
     name = "result.nc" if jax.process_count() == 1 else f"result.{suffix}.nc"
     store.save_dataset(out / name, ds)
-    figures = []
+    figures, figure_error = [], ""
     if pid == 0 and jax.process_count() == 1:
-        figures = setting.figures(ds, out, tuple(cfg.figures.formats))
-    return SweepOutcome(out, ds, compiles, wall, resumed, figures)
+        try:
+            figures = setting.figures(ds, out, tuple(cfg.figures.formats))
+        except Exception as exc:  # a figure bug must not lose or hide the stored result
+            figure_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return SweepOutcome(out, ds, compiles, wall, resumed, figures, figure_error)
 
 
 def _now() -> str:

@@ -31,11 +31,11 @@ CANONICAL = (4.0, 2.5, 1.5, 1.0, 0.6, 0.35, 0.2, 0.1)
 class SpectrumConfig:
     family: str = spec("explicit", "how the eigenvalues λ₁ ≥ … ≥ λ_d of Λ are given",
                        choices=("explicit", "power_law", "linear", "geometric"))
-    values: tuple[float, ...] = spec(CANONICAL, "explicit eigenvalues (family = explicit)",
-                                     lo=1e-12, min_len=1)
+    values: tuple[float, ...] = spec(CANONICAL, "explicit eigenvalues λ₁ ≥ … ≥ λ_d "
+                                     "(family = explicit)", lo=1e-6, hi=1e6, min_len=1)
     d: int = spec(8, "dimension d (families other than explicit)", lo=1, hi=512)
-    top: float = spec(4.0, "λ₁ (families other than explicit)", lo=1e-12)
-    bottom: float = spec(0.1, "λ_d (linear, geometric)", lo=1e-12)
+    top: float = spec(4.0, "λ₁ (families other than explicit)", lo=1e-6, hi=1e6)
+    bottom: float = spec(0.1, "λ_d (linear, geometric)", lo=1e-6, hi=1e6)
     exponent: float = spec(1.0, "power law λ_i = top · i^(−exponent)", lo=0.0)
     rotation: str = spec("random", "eigenbasis U of Λ = U diag(λ) Uᵀ",
                          choices=("random", "identity"))
@@ -44,6 +44,13 @@ class SpectrumConfig:
     def __post_init__(self):
         if self.family in ("linear", "geometric") and self.bottom > self.top:
             raise ConfigError(f"spectrum.bottom: {self.bottom} must be <= spectrum.top ({self.top})")
+        if self.family == "explicit" and list(self.values) != sorted(self.values, reverse=True):
+            raise ConfigError(f"spectrum.values: must be decreasing (λ₁ ≥ … ≥ λ_d), got "
+                              f"{list(self.values)}")
+        lam = self.eigenvalues()
+        if lam[-1] / lam[0] < 1e-10:
+            raise ConfigError(f"spectrum: λ_d/λ₁ = {lam[-1] / lam[0]:.3g} is below 1e-10 "
+                              "(Λ is numerically singular); raise the smallest eigenvalue")
 
     def eigenvalues(self) -> np.ndarray:
         """λ sorted in decreasing order."""
@@ -94,15 +101,15 @@ class TrainConfig(CommonTrain):
 class AxesConfig(CommonAxes):
     rank: tuple[int, ...] = spec((1, 2, 3, 4, 5, 6, 7, 8), "ranks r (1..d)", lo=1, min_len=1)
     train_label_noise: tuple[float, ...] = spec((0.0,), "pretraining context label noise σ₀²",
-                                                lo=0.0, min_len=1)
+                                                lo=0.0, hi=1e6, min_len=1)
 
 
 @dataclass(frozen=True)
 class EvalConfig(CommonEval):
     label_noise: tuple[float, ...] = spec((0.0,), "evaluation context label noise σ²", lo=0.0,
-                                          min_len=1)
+                                          hi=1e6, min_len=1)
     input_noise: tuple[float, ...] = spec((0.0,), "evaluation context input noise σ_x²", lo=0.0,
-                                          min_len=1)
+                                          hi=1e6, min_len=1)
 
 
 @dataclass(frozen=True)
@@ -272,40 +279,89 @@ def oracle_vars(cfg: LinearSweepConfig, coords: dict):
     return data_vars, coords, {}
 
 
+def _verdict_text(cell) -> str:
+    """``optimum_reached x3, stuck_at_rank_7 x1`` (stuck verdicts name their k)."""
+    names = []
+    for v, k in zip(cell["verdict"].values.ravel(), cell["stuck_rank"].values.ravel()):
+        v = str(v)
+        names.append(f"stuck_at_rank_{int(k)}" if v == "stuck_at_rank_k" and k >= 0 else v)
+    counts = {v: names.count(v) for v in dict.fromkeys(names)}
+    return ", ".join(f"{k} x{c}" for k, c in counts.items())
+
+
+def noisy_agreement(ds, **sel):
+    """Mean simulated risk over non-diverged seeds on noisy prompts vs the oracle, with SE and z.
+
+    Returns (mean, se, theory, z), each (rank, label_noise) at the first input noise.  All
+    runs are evaluated on the same prompts (common random numbers), so their errors are
+    strongly correlated: the SE of the seed mean is taken as the mean per-run SE
+    (exact for fully correlated errors, conservative otherwise).
+    """
+    cell = ds.sel(**sel).isel(input_noise=0)
+    ok = ~cell["diverged"]
+    mean = cell["eval_risk"].where(ok).mean("seed").transpose("rank", "label_noise")
+    se = cell["eval_se"].where(ok).mean("seed").transpose("rank", "label_noise")
+    theory = cell["oracle_eval_risk"].transpose("rank", "label_noise")
+    return mean.values, se.values, theory.values, ((mean - theory) / se).values
+
+
+def _num(v) -> str:
+    """A number for a table or title: short, never hundreds of digits."""
+    return f"{float(v):.4g}"
+
+
+def _agreement_line(ds, z, agree, rows) -> str:
+    """One line: does this run agree with the theory (best rank, every rank within 2 SE)?"""
+    z = z[np.isfinite(z)]
+    verdicts = ds["verdict"].values.ravel()
+    reached = int(np.sum(verdicts == "optimum_reached"))
+    parts = []
+    if rows:
+        parts.append(f"best rank = theory at {agree}/{len(rows)} levels")
+    if z.size:
+        within = int(np.sum(np.abs(z) <= 2.0))
+        parts.append(f"{within}/{z.size} (rank, σ²) cells within 2 SE of the oracle "
+                     f"(max |z| = {np.max(np.abs(z)):.1f})")
+    parts.append(f"{reached}/{verdicts.size} runs optimum_reached")
+    ok = (not rows or agree == len(rows)) and z.size and np.all(np.abs(z) <= 2.0)
+    head = "AGREES with the theory" if ok else "DIFFERS from the theory"
+    return f"\n{head}: " + "; ".join(parts)
+
+
 def summary(ds) -> str:
-    """Per (N, rank) table: L_r, trained risk, Γ error, verdicts, noisy risks vs oracle."""
+    """Per (N, rank) table: L_r, trained risk, Γ error, verdicts, noisy risks vs oracle (± SE, z);
+    the best rank under noise, sim vs theory; one line that says whether the run agrees."""
     from iclsim.report import format_table
 
     lines = []
     ok = ~ds["diverged"]
+    z_all = []
     for n in ds.n_context.values:
         for lr in ds.learning_rate.values:
             for sc in ds.init_scale.values:
                 for s0 in ds.train_label_noise.values:
                     sel = dict(n_context=n, learning_rate=lr, init_scale=sc, train_label_noise=s0)
+                    mean, se, theory, z = noisy_agreement(ds, **sel)
+                    z_all.append(z)
                     rows = []
-                    for r in ds["rank"].values:
+                    for i, r in enumerate(ds["rank"].values):
                         cell = ds.sel(rank=r, **sel)
                         good = ok.sel(rank=r, **sel).values
-                        verdicts = [str(v) for v in cell["verdict"].values]
-                        counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
-                        vtext = ", ".join(f"{k} x{c}" for k, c in counts.items())
                         risk = cell["risk"].values[good]
                         err = cell["gamma_error"].values[good]
-                        evals = cell["eval_risk"].isel(input_noise=0).values[good]
-                        sim = evals.mean(axis=0) if len(evals) else np.full(ds.label_noise.size, np.nan)
-                        theo = ds["oracle_risk"].sel(n_context=n, rank_all=r, train_label_noise=s0)
-                        theo = theo.isel(input_noise=0).values
-                        noisy = [f"{a:.3f}/{b:.3f}" for a, b in zip(sim, theo)]
+                        noisy = [f"{a:.3f}±{e:.3f}/{b:.3f} ({c:+.1f})"
+                                 for a, e, b, c in zip(mean[i], se[i], theory[i], z[i])]
                         rows.append((int(r), float(ds["optimal_risk"].sel(
                             n_context=n, rank_all=r, train_label_noise=s0)),
                             float(np.mean(risk)) if len(risk) else float("nan"),
-                            float(np.nanmax(err)) if len(err) else float("nan"), vtext, *noisy))
+                            float(np.nanmax(err)) if len(err) else float("nan"),
+                            _verdict_text(cell), *noisy))
                     headers = ("r", "L_r", "risk", "Γ err max", "verdicts",
-                               *[f"σ²={v:g} sim/theory" for v in ds.label_noise.values])
-                    title = (f"N={n}, lr={lr:g}, init_scale={sc:g}, train σ₀²={s0:g} "
+                               *[f"σ²={_num(v)} sim±SE/theory (z)"
+                                 for v in ds.label_noise.values])
+                    title = (f"N={n}, lr={_num(lr)}, init_scale={_num(sc)}, train σ₀²={_num(s0)} "
                              f"(means over non-diverged seeds; noisy risks at σ_x²="
-                             f"{float(ds.input_noise.values[0]):g})")
+                             f"{_num(ds.input_noise.values[0])}; z = (sim − theory)/SE)")
                     lines.append(format_table(rows, headers, title))
                     lines.append("")
     if ds.label_noise.size > 1 or ds.input_noise.size > 1:
@@ -322,10 +378,14 @@ def summary(ds) -> str:
                     pred = int(ds["best_rank"].sel(**at))
                     rows.append((int(n), float(s2), float(sx2),
                                  int(best) if np.isfinite(best) else "all diverged", pred))
+        agree = sum(1 for row in rows if row[3] == row[4])
         lines.append(format_table(rows, ("N", "σ²", "σ_x²", "best r (sim)", "r* (theory)"),
                                   "Best rank under evaluation noise (sim: trained ranks at "
                                   f"train σ₀²={float(ds.train_label_noise.values[0]):g}, "
                                   "r = 0 is Γ = 0 with risk tr Λ)"))
+    else:
+        agree = rows = None
+    lines.append(_agreement_line(ds, np.concatenate([z.ravel() for z in z_all]), agree, rows))
     attrs = ds.attrs
     lines.append(f"\n{attrs.get('setting', 'linear')} sweep {attrs.get('config_hash', '')}: "
                  f"{attrs.get('compiles', '?')} compile(s), {float(attrs.get('wall_time_s', 0)):.1f} s "
