@@ -95,12 +95,12 @@ def _resolve(path) -> Path:
     results (one per code version or config), which resolves to the newest with a note."""
     from iclsim.engine.store import result_dirs
 
+    dirs = result_dirs(path)
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such file or folder")
     if path.is_file():
         return path
-    dirs = result_dirs(path)
+    if not dirs and not path.exists():
+        raise ConfigError(f"{path}: no such file or folder")
     if not dirs:
         raise ConfigError(f"{path}: no result.nc below this folder (has the sweep finished?)")
     if len(dirs) > 1:

@@ -204,12 +204,22 @@ def result_dirs(path) -> list[Path]:
     ``path`` may be a result folder (``<name>-<config>/<code>/``), a config folder
     holding one subfolder per code version, or a results root.
     """
-    path = Path(path)
-    if path.is_file():
-        return [path.parent]
-    if list(path.glob("result*.nc")):
-        return [path]
-    found = {f.parent for f in path.glob("*/result*.nc")} | {f.parent for f in path.glob("*/*/result*.nc")}
+    import glob
+
+    text = str(path)
+    if any(c in text for c in "*?["):  # a pattern such as results/quickstart-*
+        paths = [Path(p) for p in sorted(glob.glob(text))]
+    else:
+        paths = [Path(path)]
+    found = set()
+    for path in paths:
+        if path.is_file():
+            found.add(path.parent)
+        elif list(path.glob("result*.nc")):
+            found.add(path)
+        else:
+            found |= {f.parent for f in path.glob("*/result*.nc")}
+            found |= {f.parent for f in path.glob("*/*/result*.nc")}
     return sorted(found, key=lambda p: max(f.stat().st_mtime for f in p.glob("result*.nc")),
                   reverse=True)
 
@@ -219,12 +229,10 @@ def result_files(path) -> list[Path]:
 
     A config folder with several code versions resolves to the newest result.
     """
-    path = Path(path)
-    if path.is_file():
-        return [path]
+    if Path(path).is_file():
+        return [Path(path)]
     dirs = result_dirs(path)
-    if dirs:
-        path = dirs[0]
+    path = dirs[0] if dirs else Path(path)
     if (path / "result.nc").exists():
         return [path / "result.nc"]
     shards = sorted(path.glob("result.p*.nc"))
@@ -234,7 +242,11 @@ def result_files(path) -> list[Path]:
 
 
 def load_result(path):
-    """Load a sweep result (a ``result.nc`` file or a sweep folder) as an xarray Dataset.
+    """Load a sweep result as an xarray Dataset.
+
+    ``path``: a ``result.nc`` file, a result folder, a config folder or results root holding
+    several results, or a glob pattern such as ``"results/quickstart-*"`` — anything that
+    holds several results resolves to the newest.
 
     Multi-host sweeps write one ``result.p<k>.nc`` per host, each holding its
     own runs (marked by the boolean variable ``present``); they are combined run
