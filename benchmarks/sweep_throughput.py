@@ -51,6 +51,28 @@ What the numbers mean
   random streams of JAX and PyTorch are of course different).
 
 The target for the product is (a) ≥ 10× over (c) and ≥ 3× over (b).
+
+Sufficient-statistic sampler (issue #11)
+----------------------------------------
+(e) ``vmap sweep, statistic``: (a) with its prompts drawn by
+    ``iclsim.linear.data.sample_statistic`` (h = (1/N) Σ y_i x_i, one χ²_N and
+    d normals per prompt instead of N·d; exact in distribution) — the same
+    trainer, optimizer and keys.  ``vs tokens`` = wall of (a) / wall of (e).
+
+Context-length series (``--series``, default N ∈ {16, 64, 256, 1024}): loss +
+gradient of the reduced LSA for R runs × batch prompts, vmapped and jitted, in a
+``lax.scan`` over ``--series-steps`` steps, once with the token sampler and once
+with the statistic sampler, in this process; ms per step and the ratio
+tokens / statistic.  The statistic sampler's cost should not grow with N.
+
+PRNG (``--prng-compare``): the RNG floor and the loss + gradient step at
+``--n-context`` under ``jax_default_prng_impl`` = ``threefry2x32`` (JAX's
+default, deterministic across backends, the product's choice) and ``rbg``
+(XLA's RngBitGenerator); ratio rbg / threefry.  ``--prng rbg`` runs everything
+under rbg instead.
+
+    python benchmarks/sweep_throughput.py --n-context 20 --skip-torch --prng-compare
+    python benchmarks/sweep_throughput.py --only-series --series 16 64 256 1024
 """
 
 from __future__ import annotations
@@ -66,6 +88,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import contextlib
+import dataclasses
+
+from iclsim.linear import data as linear_data
+from iclsim.linear import model as lsa
+from iclsim.linear import training as linear_training
 from iclsim.linear.training import TrainStatic, linear_trainer
 
 CANONICAL_SPECTRUM = (4.0, 2.5, 1.5, 1.0, 0.6, 0.35, 0.2, 0.1)
@@ -120,12 +148,18 @@ def block(tree):
 # ----------------------------------------------------------------------------- JAX
 
 
-def jax_inputs(args):
-    static = TrainStatic(
+def jax_static(args) -> TrainStatic:
+    return TrainStatic(
         d=args.d, n_context=args.n_context, r_max=args.d, mode="monte_carlo",
         parametrization="reduced", init="random", steps=args.steps, batch=args.batch,
         schedule="cosine", final_lr_fraction=FINAL_LR_FRACTION,
     )
+
+
+def jax_inputs(args):
+    static = jax_static(args)
+    if has_sampler_field():  # the token-sampler baseline, explicitly
+        static = dataclasses.replace(static, sampler="tokens")
     trainer = linear_trainer(static)
     dtype = jnp.result_type(float)
     r = args.runs
@@ -208,6 +242,176 @@ def bench_rng_floor(args, keys, floor_steps: int, repeats: int = 3):
         wall = min(wall, time.perf_counter() - t0)
     total = keys.shape[0] * floor_steps * normals_per_run_step(args)
     return total / wall, wall
+
+
+# ------------------------------------------------------------- statistic sampler
+
+
+def _statistic_as_prompts(key, cov, n_context, batch, *, label_noise=0.0, input_noise=0.0,
+                          task=None, factor=None):
+    """Drop-in for ``sample_prompts`` in the reduced/block trainer: the statistic sampler."""
+    if factor is None:
+        factor = linear_data.covariance_factor(cov)
+    stat = linear_data.sample_statistic(key, factor, n_context, batch, label_noise=label_noise,
+                                        input_noise=input_noise, task=task)
+    return linear_data.statistic_prompts(stat)
+
+
+@contextlib.contextmanager
+def statistic_sampler_scope():
+    """While tracing, the product's Monte Carlo trainer draws its prompts with the statistic
+    sampler (its loss reads ``training.sample_prompts`` at trace time).  Used only until
+    ``TrainStatic`` has a ``sampler`` field; then :func:`statistic_trainer` uses that."""
+    saved = linear_training.sample_prompts
+    linear_training.sample_prompts = _statistic_as_prompts
+    try:
+        yield
+    finally:
+        linear_training.sample_prompts = saved
+
+
+def has_sampler_field() -> bool:
+    return "sampler" in {f.name for f in dataclasses.fields(TrainStatic)}
+
+
+def bench_vmap_statistic(args, keys, hyper, data):
+    """(e): (a) with the statistic sampler — the same trainer, optimizer, keys and runs."""
+    static = jax_static(args)
+    if has_sampler_field():
+        trainer = linear_trainer(dataclasses.replace(static, sampler="statistic"))
+        scope = contextlib.nullcontext()
+    else:
+        trainer = linear_trainer(static)
+        scope = statistic_sampler_scope()
+    # A fresh function object: a jit of the same ``trainer.train`` could reuse (a)'s trace.
+    train = lambda key, hyper, data: trainer.train(key, hyper, data)  # noqa: E731
+    fn = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))
+    t0 = time.perf_counter()
+    with scope:
+        compiled = fn.lower(keys, hyper, data).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    params, metrics = block(compiled(keys, hyper, data))
+    wall = time.perf_counter() - t0
+    return wall, compile_s, np.asarray(metrics["loss"])
+
+
+def loss_grad_program(args, n_context, sampler, steps):
+    """jit: R runs × ``steps`` steps of loss + gradient of the reduced LSA (no optimizer)."""
+    d, b, r = args.d, args.batch, args.runs
+    dtype = jnp.result_type(float)
+    factor = jnp.asarray(np.linalg.cholesky(np.diag(spectrum(d))), dtype)
+    cfg = lsa.LSAConfig(d, d, "reduced")
+
+    def loss(params, key):
+        if sampler == "statistic":
+            prompts = linear_data.statistic_prompts(
+                linear_data.sample_statistic(key, factor, n_context, b))
+        else:
+            prompts = linear_data.sample_prompts(key, None, n_context, b, factor=factor)
+        return jnp.mean((lsa.apply(params, prompts) - prompts.y_query) ** 2)
+
+    step_fn = jax.vmap(jax.value_and_grad(loss))
+
+    def program(keys):
+        ranks = jnp.asarray(run_ranks(args))
+        params = jax.vmap(lambda k, rank: lsa.init(k, cfg, rank=rank, scale=INIT_SCALE))(
+            keys, ranks)
+
+        def body(acc, step):
+            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
+            value, grads = step_fn(params, step_keys)
+            g = sum(jnp.sum(v) for v in jax.tree_util.tree_leaves(grads["weights"]))
+            return acc + jnp.sum(value) + 1e-30 * g, None
+
+        acc, _ = jax.lax.scan(body, jnp.zeros((), dtype), jnp.arange(steps))
+        return acc
+
+    return jax.jit(program)
+
+
+def time_program(fn, keys, repeats=2):
+    compiled = fn.lower(keys).compile()
+    block(compiled(keys))  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        block(compiled(keys))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_series(args, keys):
+    """ms per step of loss + gradient (R runs × batch prompts), tokens vs statistic, per N."""
+    rows = []
+    for n in args.series:
+        cell = {}
+        for sampler in ("tokens", "statistic"):
+            wall = time_program(loss_grad_program(args, n, sampler, args.series_steps), keys)
+            cell[sampler] = 1e3 * wall / args.series_steps
+        rows.append((n, cell["tokens"], cell["statistic"]))
+        print(f"  series N={n}: tokens {cell['tokens']:.2f} ms/step, "
+              f"statistic {cell['statistic']:.2f} ms/step", flush=True)
+    return rows
+
+
+def make_keys(args):
+    root = jax.random.PRNGKey(args.seed)
+    return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(args.runs))
+
+
+def bench_prng(args):
+    """RNG floor and loss + gradient steps under threefry and rbg (same process)."""
+    out = {}
+    before = jax.config.jax_default_prng_impl
+    try:
+        for impl in ("threefry2x32", "rbg"):
+            jax.config.update("jax_default_prng_impl", impl)
+            keys = make_keys(args)
+            floor_steps = min(args.floor_steps, args.series_steps * 10)
+            rate, _ = bench_rng_floor(args, keys, floor_steps)
+            cell = {"floor": rate}
+            for sampler in ("tokens", "statistic"):
+                wall = time_program(
+                    loss_grad_program(args, args.n_context, sampler, args.series_steps), keys)
+                cell[sampler] = 1e3 * wall / args.series_steps
+            out[impl] = cell
+            print(f"  prng {impl}: floor {rate:.3e} normals/s, tokens {cell['tokens']:.2f} "
+                  f"ms/step, statistic {cell['statistic']:.2f} ms/step", flush=True)
+    finally:
+        jax.config.update("jax_default_prng_impl", before)
+    return out
+
+
+def print_series(rows, args):
+    print()
+    print(f"context-length series: loss + gradient of the reduced LSA, R={args.runs} runs × "
+          f"{args.batch} prompts, d={args.d}, {args.series_steps} steps (best of 2), "
+          f"{jnp.dtype(jnp.result_type(float)).name}")
+    header = f"{'N':>6}{'tokens ms/step':>16}{'statistic ms/step':>19}{'tokens/statistic':>18}"
+    print(header)
+    print("-" * len(header))
+    for n, tok, sta in rows:
+        print(f"{n:>6}{tok:>16.2f}{sta:>19.2f}{tok / sta:>17.1f}x")
+    stats = [r[2] for r in rows]
+    if len(stats) > 1:
+        print(f"statistic sampler: max/min cost per step over N = {max(stats) / min(stats):.2f} "
+              "(target: flat within 1.5x)")
+
+
+def print_prng(out):
+    print()
+    print("PRNG implementation (jax_default_prng_impl), same process:")
+    header = f"{'impl':<14}{'floor normals/s':>17}{'tokens ms/step':>16}{'statistic ms/step':>19}"
+    print(header)
+    print("-" * len(header))
+    for impl, c in out.items():
+        print(f"{impl:<14}{c['floor']:>17.3e}{c['tokens']:>16.2f}{c['statistic']:>19.2f}")
+    if len(out) == 2:
+        t, r = out["threefry2x32"], out["rbg"]
+        print(f"rbg vs threefry: floor {r['floor'] / t['floor']:.2f}x, tokens step "
+              f"{t['tokens'] / r['tokens']:.2f}x, statistic step {t['statistic'] / r['statistic']:.2f}x "
+              "(> 1: rbg faster); the product keeps threefry (deterministic across backends)")
 
 
 # ------------------------------------------------------------------------- PyTorch
@@ -306,11 +510,28 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch loop (c)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 200 steps (an explicit --steps wins)")
+                   help="smoke run: 200 steps, 3 series steps (explicit values win)")
+    p.add_argument("--skip-statistic", action="store_true",
+                   help="skip row (e), the sweep with the statistic sampler")
+    p.add_argument("--series", type=int, nargs="*", default=[16, 64, 256, 1024],
+                   help="context lengths of the loss+gradient series (default 16 64 256 1024; "
+                        "empty: skip)")
+    p.add_argument("--series-steps", type=int, default=None,
+                   help="steps per series measurement (default 10, or 3 with --quick)")
+    p.add_argument("--only-series", action="store_true",
+                   help="run only the context-length series (and --prng-compare if given)")
+    p.add_argument("--prng", choices=("threefry", "rbg"), default="threefry",
+                   help="jax_default_prng_impl for the whole run (default threefry, the product's)")
+    p.add_argument("--prng-compare", action="store_true",
+                   help="also time the RNG floor and a loss+gradient step under threefry and rbg")
     args = p.parse_args(argv)
+    if args.series_steps is None:
+        args.series_steps = 3 if args.quick else 10
     if args.steps is None:
         args.steps = 200 if args.quick else 2000
-    for name in ("runs", "steps", "batch", "d", "n_context", "floor_steps"):
+    if any(n < 1 for n in args.series):
+        p.error("--series values must be >= 1")
+    for name in ("runs", "steps", "batch", "d", "n_context", "floor_steps", "series_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -318,6 +539,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.prng == "rbg":
+        jax.config.update("jax_default_prng_impl", "rbg")
+    if args.only_series:
+        return main_series(args)
     r, steps = args.runs, args.steps
     per_step = normals_per_run_step(args)
     total_normals = r * steps * per_step
@@ -348,6 +573,8 @@ def main(argv=None):
           f"total = {total_normals:.3e}")
     sys.stdout.flush()
 
+    print(f"  prng {jax.config.jax_default_prng_impl}"
+          f"{'' if args.prng == 'threefry' else ' (--prng)'}", flush=True)
     trainer, keys, hyper, data = jax_inputs(args)
 
     rows = {}
@@ -365,6 +592,11 @@ def main(argv=None):
     rows["b"] = ("(b) jit per-run loop", wall_b, False, tail_loss(loss_b[subset]))
     print(f"  (b) done: {wall_b:.2f} s (+ compile {compile_b:.2f} s)", flush=True)
 
+    if not args.skip_statistic:
+        wall_e, compile_e, loss_e = bench_vmap_statistic(args, keys, hyper, data)
+        rows["e"] = ("(e) vmap sweep, statistic", wall_e, False, tail_loss(loss_e[subset]))
+        print(f"  (e) done: {wall_e:.2f} s (+ compile {compile_e:.2f} s)", flush=True)
+
     thread_note = None
     if torch is not None:
         wall_c_sub, loss_c, threads, how = bench_torch(torch, args, subset)
@@ -380,22 +612,26 @@ def main(argv=None):
                           f"scaled linearly ×{r / len(subset):g}")
     rows["d"] = rows_d
 
-    header = (f"{'method':<26}{'wall s':>10}{'run-steps/s':>13}{'normals/s':>12}"
-              f"{'% floor':>9}{'vs (c)':>9}{'vs (b)':>9}{'tail loss':>11}")
+    header = (f"{'method':<29}{'wall s':>10}{'run-steps/s':>13}{'normals/s':>12}"
+              f"{'% floor':>9}{'vs (c)':>9}{'vs (b)':>9}{'vs tokens':>10}{'tail loss':>11}")
     print()
     print(header)
     print("-" * len(header))
-    for key in ("a", "b", "c", "d"):
+    for key in ("a", "e", "b", "c", "d"):
         if key not in rows:
             continue
         name, wall, extrapolated, tl = rows[key]
+        # (e) draws far fewer normals: its "normals/s" counts the token sampler's normals
+        # it replaces (the work-equivalent rate), marked with "~".
         rate = total_normals / wall
         vs_c = f"{rows['c'][1] / wall:.1f}x" if "c" in rows else "-"
         vs_b = f"{rows['b'][1] / wall:.2f}x"
+        vs_tok = f"{rows['a'][1] / wall:.2f}x"
         wall_s = f"{wall:.2f}{'*' if extrapolated else ' '}"
         tl_s = "-" if math.isnan(tl) else f"{tl:.4f}"
-        print(f"{name:<26}{wall_s:>10}{r * steps / wall:>13,.0f}{rate:>12.3e}"
-              f"{100 * rate / floor_rate:>8.1f}%{vs_c:>9}{vs_b:>9}{tl_s:>11}")
+        rate_s = f"{'~' if key == 'e' else ''}{rate:.3e}"
+        print(f"{name:<29}{wall_s:>10}{r * steps / wall:>13,.0f}{rate_s:>12}"
+              f"{100 * rate / floor_rate:>8.1f}%{vs_c:>9}{vs_b:>9}{vs_tok:>10}{tl_s:>11}")
     print()
     print(f"compile (excluded above): (a) {compile_a:.2f} s, (b) {compile_b:.2f} s")
     print(f"(d) measured on {floor_steps} steps × {r} runs: {floor_wall:.2f} s (best of 3)"
@@ -413,6 +649,30 @@ def main(argv=None):
         verdict.insert(0, f"(a) vs (c) = {rows['c'][1] / wall_a:.1f}x "
                           f"({'met' if target_c else 'NOT met'}, target >= 10x)")
     print("target: " + "; ".join(verdict))
+    if "e" in rows:
+        wall_e = rows["e"][1]
+        line = f"(e) vs (a) = {wall_a / wall_e:.2f}x (target >= 3x)"
+        if "c" in rows:
+            line += f"; (e) vs (c) = {rows['c'][1] / wall_e:.1f}x (target >= 10x)"
+        print("statistic sampler: " + line + ("" if has_sampler_field() else
+              " [(e) built by swapping the trainer's prompt sampler while tracing]"))
+    if args.series:
+        print_series(bench_series(args, keys), args)
+    if args.prng_compare:
+        print_prng(bench_prng(args))
+    print(f"1-min load average at end: {load_average()}")
+
+
+def main_series(args):
+    print("sweep throughput, series only: loss + gradient of the reduced LSA")
+    print(f"  R={args.runs} runs, d={args.d}, batch={args.batch}, jax {jax.__version__} "
+          f"({jax.default_backend()}), {n_cores()} cores, prng {jax.config.jax_default_prng_impl}, "
+          f"dtype {jnp.dtype(jnp.result_type(float)).name}")
+    print(f"  1-min load average at start: {load_average()}", flush=True)
+    if args.series:
+        print_series(bench_series(args, make_keys(args)), args)
+    if args.prng_compare:
+        print_prng(bench_prng(args))
     print(f"1-min load average at end: {load_average()}")
 
 
