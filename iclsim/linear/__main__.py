@@ -97,6 +97,11 @@ def _figure(path, noise, cov, n):
     plt.close(fig)
 
 
+def _say(text: str) -> None:
+    """A status line, shown at once (the sections take minutes on 2 cores)."""
+    print(text, flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iclsim.linear", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,8 +133,10 @@ def main(argv=None) -> int:
     ranks = range(1, 9)
     key = jax.random.key(args.seed)
     print(f"Canonical example: λ = {CANONICAL_LAMBDA}, N = {n}, Λ = U diag(λ) Uᵀ with a random U")
-    print(f"JAX {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}\n")
+    print(f"JAX {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}\n",
+          flush=True)
 
+    _say(f"training: population mode, reduced, ranks 1..8 x {args.seeds} seeds ...")
     pop = linear.train(key, cov, n, ranks, mode="population", parametrization="reduced",
                        seeds=args.seeds, steps=3000, learning_rate=0.05, eval_prompts=args.eval_prompts)
     print(_rank_table(pop, f"Population mode, reduced Γ = A Bᵀ, Adam 3000 steps, {args.seeds} seeds "
@@ -139,6 +146,7 @@ def main(argv=None) -> int:
                      average_tail=args.average_tail, eval_prompts=args.eval_prompts)
     results = {}
     for par in ("reduced", "block"):
+        _say(f"\ntraining: Monte Carlo, {par}, {args.steps} steps x batch {args.batch} ...")
         res = linear.train(key, cov, n, ranks, parametrization=par, **mc_kwargs)
         results[par] = res
         print()
@@ -147,6 +155,7 @@ def main(argv=None) -> int:
                                f"tail average {args.average_tail}, {args.seeds} seeds "
                                f"[{res.wall_time:.1f} s]"))
     for init in ("random", "block"):
+        _say(f"\ntraining: Monte Carlo, full LSA, {init} init, {args.full_steps} steps ...")
         res = linear.train(key, cov, n, ranks, parametrization="full", init=init,
                            **{**mc_kwargs, "steps": args.full_steps, "batch": 256})
         print()
@@ -157,6 +166,7 @@ def main(argv=None) -> int:
         stuck = sum(v == "stuck_at_rank_k" for v in res.verdict)
         print(f"full LSA, {init} init: {ok}/{len(res.verdict)} runs reach L_r, {stuck} stuck at a lower rank")
 
+    _say("\nevaluating the reduced runs on noisy prompts ...")
     table, noise = _noise_table(results["reduced"], cov, n, jax.random.fold_in(key, 99), args.eval_prompts)
     print()
     print(table)
