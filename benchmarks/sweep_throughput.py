@@ -73,6 +73,10 @@ under rbg instead.
 
     python benchmarks/sweep_throughput.py --n-context 20 --skip-torch --prng-compare
     python benchmarks/sweep_throughput.py --only-series --series 16 64 256 1024
+
+GPU sizes (``benchmarks/gpu_check.sh``): ``--runs 1024 --jit-loop-runs 16 --r-scan 1024
+4096 16384`` — (b) timed on a subset and scaled, and the run-count scan with the
+projected time of 10,000 runs × 10,000 steps.
 """
 
 from __future__ import annotations
@@ -188,7 +192,8 @@ def bench_vmap(trainer, keys, hyper, data):
     return wall, compile_s, np.asarray(metrics["loss"])
 
 
-def bench_jit_loop(trainer, keys, hyper, data):
+def bench_jit_loop(trainer, keys, hyper, data, subset=None):
+    """(b) over all runs, or over the runs in ``subset`` (the caller scales to R)."""
     fn = jax.jit(trainer.train)
     run = lambda tree, i: jax.tree_util.tree_map(lambda v: v[i], tree)  # noqa: E731
     t0 = time.perf_counter()
@@ -196,7 +201,8 @@ def bench_jit_loop(trainer, keys, hyper, data):
     compile_s = time.perf_counter() - t0
     # Slice the per-run inputs outside the timed region (a loop over a grid
     # would build them from Python scalars, which is cheaper still).
-    inputs = [(run(keys, i), run(hyper, i)) for i in range(keys.shape[0])]
+    indices = range(keys.shape[0]) if subset is None else [int(i) for i in subset]
+    inputs = [(run(keys, i), run(hyper, i)) for i in indices]
     block(inputs)
     losses = []
     t0 = time.perf_counter()
@@ -519,9 +525,14 @@ def parse_args(argv=None):
     p.add_argument("--series-steps", type=int, default=None,
                    help="steps per series measurement (default 10, or 3 with --quick)")
     p.add_argument("--only-series", action="store_true",
-                   help="run only the context-length series (and --prng-compare if given)")
+                   help="skip rows (a)-(e): run only the series, --r-scan and --prng-compare")
     p.add_argument("--prng", choices=("threefry", "rbg"), default="threefry",
                    help="jax_default_prng_impl for the whole run (default threefry, the product's)")
+    p.add_argument("--jit-loop-runs", type=int, default=0,
+                   help="runs of (b) actually timed, scaled to R (default 0: all)")
+    p.add_argument("--r-scan", type=int, nargs="*", default=[],
+                   help="also time (a) and (e) at each of these run counts R (GPU sizes, e.g. "
+                        "1024 4096 16384) and project 10,000 runs × 10,000 steps")
     p.add_argument("--prng-compare", action="store_true",
                    help="also time the RNG floor and a loss+gradient step under threefry and rbg")
     args = p.parse_args(argv)
@@ -529,8 +540,8 @@ def parse_args(argv=None):
         args.series_steps = 3 if args.quick else 10
     if args.steps is None:
         args.steps = 200 if args.quick else 2000
-    if any(n < 1 for n in args.series):
-        p.error("--series values must be >= 1")
+    if any(n < 1 for n in args.series + args.r_scan):
+        p.error("--series and --r-scan values must be >= 1")
     for name in ("runs", "steps", "batch", "d", "n_context", "floor_steps", "series_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -588,9 +599,17 @@ def main(argv=None):
     rows["a"] = ("(a) vmap sweep [product]", wall_a, False, tail_loss(loss_a[subset]))
     print(f"  (a) done: {wall_a:.2f} s (+ compile {compile_a:.2f} s)", flush=True)
 
-    wall_b, compile_b, loss_b = bench_jit_loop(trainer, keys, hyper, data)
-    rows["b"] = ("(b) jit per-run loop", wall_b, False, tail_loss(loss_b[subset]))
-    print(f"  (b) done: {wall_b:.2f} s (+ compile {compile_b:.2f} s)", flush=True)
+    loop_runs = (np.arange(r) if args.jit_loop_runs <= 0 or args.jit_loop_runs >= r else
+                 np.unique(np.concatenate([subset, np.linspace(0, r - 1, args.jit_loop_runs)
+                                           .round().astype(int)])))
+    wall_b, compile_b, loss_b = bench_jit_loop(trainer, keys, hyper, data, loop_runs)
+    scaled_b = len(loop_runs) < r
+    wall_b = wall_b * r / len(loop_runs)
+    loss_b_sub = loss_b[np.searchsorted(loop_runs, subset)]
+    rows["b"] = ("(b) jit per-run loop", wall_b, scaled_b, tail_loss(loss_b_sub))
+    print(f"  (b) done: {wall_b:.2f} s (+ compile {compile_b:.2f} s)"
+          + (f", timed on {len(loop_runs)} of {r} runs and scaled" if scaled_b else ""),
+          flush=True)
 
     if not args.skip_statistic:
         wall_e, compile_e, loss_e = bench_vmap_statistic(args, keys, hyper, data)
@@ -658,9 +677,39 @@ def main(argv=None):
               " [(e) built by swapping the trainer's prompt sampler while tracing]"))
     if args.series:
         print_series(bench_series(args, keys), args)
+    if args.r_scan:
+        print_r_scan(bench_r_scan(args), args)
     if args.prng_compare:
         print_prng(bench_prng(args))
     print(f"1-min load average at end: {load_average()}")
+
+
+def bench_r_scan(args):
+    """(a) and (e) at each R of ``--r-scan`` (same steps, batch, N)."""
+    rows = []
+    for runs in args.r_scan:
+        sub = argparse.Namespace(**{**vars(args), "runs": runs})
+        trainer, keys, hyper, data = jax_inputs(sub)
+        wall_a, _, _ = bench_vmap(trainer, keys, hyper, data)
+        wall_e, _, _ = bench_vmap_statistic(sub, keys, hyper, data)
+        rows.append((runs, wall_a, wall_e))
+        print(f"  R={runs}: tokens {wall_a:.2f} s, statistic {wall_e:.2f} s", flush=True)
+    return rows
+
+
+def print_r_scan(rows, args):
+    print()
+    print(f"run-count scan: the vmapped sweep (a) tokens and (e) statistic, {args.steps} steps, "
+          f"N={args.n_context}, batch={args.batch}, d={args.d}; 'T(1e4 x 1e4)' = 10,000 runs x "
+          "10,000 steps at the measured rate (linear projection)")
+    header = (f"{'R':>7}{'tokens s':>10}{'run-steps/s':>14}{'T(1e4x1e4)':>12}"
+              f"{'statistic s':>13}{'run-steps/s':>14}{'T(1e4x1e4)':>12}{'ratio':>8}")
+    print(header)
+    print("-" * len(header))
+    for runs, wall_a, wall_e in rows:
+        rate_a, rate_e = runs * args.steps / wall_a, runs * args.steps / wall_e
+        print(f"{runs:>7}{wall_a:>10.2f}{rate_a:>14,.0f}{1e8 / rate_a:>11.0f}s"
+              f"{wall_e:>13.2f}{rate_e:>14,.0f}{1e8 / rate_e:>11.0f}s{wall_a / wall_e:>7.1f}x")
 
 
 def main_series(args):
@@ -671,6 +720,8 @@ def main_series(args):
     print(f"  1-min load average at start: {load_average()}", flush=True)
     if args.series:
         print_series(bench_series(args, make_keys(args)), args)
+    if args.r_scan:
+        print_r_scan(bench_r_scan(args), args)
     if args.prng_compare:
         print_prng(bench_prng(args))
     print(f"1-min load average at end: {load_average()}")
