@@ -62,7 +62,7 @@ def test_progressive_freezes_earlier_heads_exactly():
     steps with its stale first moment; the update itself must be zeroed.)
     """
     static = pt.ParityStatic(n_features=3, k=K_DEG, n_context=N, m_max=3, mode="population",
-                             protocol="progressive", steps=300, batch=1)
+                             protocol="progressive", steps=300, batch=1, lbfgs_fraction=0.0)
     trainer = pt.parity_trainer(static)
     data = {"pi": jnp.asarray(PI)}
     hyper = jax.tree_util.tree_map(lambda a: a[0], _hyper([3], scale=0.0))
