@@ -295,6 +295,7 @@ def best_scale(ds, var: str = "eval_risk", *, zero_risk=None, pool=POOLED_AXES, 
 _REGISTRY: dict[str, str] = {
     "linear": "iclsim.linear.sweep:LINEAR",
     "parity": "iclsim.parity.sweep:PARITY",
+    "transformer": "iclsim.transformer.sweep:TRANSFORMER",
 }
 
 
