@@ -416,8 +416,9 @@ def print_prng(out):
     if len(out) == 2:
         t, r = out["threefry2x32"], out["rbg"]
         print(f"rbg vs threefry: floor {r['floor'] / t['floor']:.2f}x, tokens step "
-              f"{t['tokens'] / r['tokens']:.2f}x, statistic step {t['statistic'] / r['statistic']:.2f}x "
-              "(> 1: rbg faster); the product keeps threefry (deterministic across backends)")
+              f"{t['tokens'] / r['tokens']:.2f}x, statistic step "
+              f"{t['statistic'] / r['statistic']:.2f}x (> 1: rbg faster); the product keeps "
+              "threefry (deterministic across backends)")
 
 
 # ------------------------------------------------------------------------- PyTorch

@@ -163,7 +163,8 @@ class ContextStatistic(NamedTuple):
     """What the reduced and block LSA read from a batch of prompts (a pytree, batch first)."""
 
     h: jax.Array
-    """(B, d) h = (1/N) Σ_i ỹ_i x̃_i over the N context examples as shown (noisy if σ², σ_x² > 0)."""
+    """(B, d) h = (1/N) Σ_i ỹ_i x̃_i over the N context examples as shown (noisy if σ², σ_x² > 0).
+    """
     x_query: jax.Array
     """(B, d) query inputs (always clean)."""
     y_query: jax.Array
@@ -251,7 +252,8 @@ def _chi_square(key, dfs, batch, dtype):
         out = out.at[:, small].set(jnp.sum(jnp.where(keep, z * z, 0.0), axis=-1))
     if large.size:
         shape = jnp.asarray(0.5 * dfs[large], dtype)
-        out = out.at[:, large].set(2.0 * jax.random.gamma(k_large, shape, (batch, large.size), dtype))
+        gamma = jax.random.gamma(k_large, shape, (batch, large.size), dtype)
+        out = out.at[:, large].set(2.0 * gamma)
     return out
 
 
@@ -371,7 +373,7 @@ def context_statistic(prompts: Prompts) -> ContextStatistic:
 
 
 def context_gram(prompts: Prompts) -> ContextGram:
-    """The :class:`ContextGram` of token prompts: Σ_{i≤N} z_i z_iᵀ, z_i = (x̃_i, ỹ_i), and the query."""
+    """The :class:`ContextGram` of token prompts: Σ_{i≤N} z_i z_iᵀ, z_i = (x̃_i, ỹ_i); the query."""
     z = jnp.concatenate([prompts.x, prompts.y[..., None]], axis=-1)
     gram = jnp.einsum("...ni,...nj->...ij", z, z)
     return ContextGram(gram=gram, x_query=prompts.x_query, y_query=prompts.y_query, w=prompts.w)
