@@ -253,9 +253,13 @@ def bench_rng_floor(args, keys, floor_steps: int, repeats: int = 3):
 # ------------------------------------------------------------- statistic sampler
 
 
+_SWAP_CALLS: list = []
+
+
 def _statistic_as_prompts(key, cov, n_context, batch, *, label_noise=0.0, input_noise=0.0,
                           task=None, factor=None):
     """Drop-in for ``sample_prompts`` in the reduced/block trainer: the statistic sampler."""
+    _SWAP_CALLS.append(n_context)
     if factor is None:
         factor = linear_data.covariance_factor(cov)
     stat = linear_data.sample_statistic(key, factor, n_context, batch, label_noise=label_noise,
@@ -293,9 +297,13 @@ def bench_vmap_statistic(args, keys, hyper, data):
     train = lambda key, hyper, data: trainer.train(key, hyper, data)  # noqa: E731
     fn = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))
     t0 = time.perf_counter()
+    _SWAP_CALLS.clear()
     with scope:
         compiled = fn.lower(keys, hyper, data).compile()
     compile_s = time.perf_counter() - t0
+    if not has_sampler_field() and not _SWAP_CALLS:
+        raise RuntimeError("(e): the trainer did not call training.sample_prompts while tracing, "
+                           "so the statistic sampler could not be swapped in; use --skip-statistic")
     t0 = time.perf_counter()
     params, metrics = block(compiled(keys, hyper, data))
     wall = time.perf_counter() - t0
