@@ -31,10 +31,10 @@ def _footer(ds, fixed) -> str:
     train, ev = cfg.get("train", {}), cfg.get("eval", {})
     bits = [f"sweep {cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}",
             f"training: {train.get('steps', '?')} steps × {train.get('batch', '?')} fresh prompts",
-            ", ".join(f"{k}={v:g}" for k, v in fixed.items()),
+            "\n" + ", ".join(f"{k}={v:g}" for k, v in fixed.items()),
             f"evaluation: {ev.get('n_prompts', '?')} MC prompts per point",
             f"JAX dtype {ds.attrs.get('dtype', '?')}"]
-    return "; ".join(bits)
+    return "; ".join(bits).replace("; \n", "\n")
 
 
 def _n0(da):
@@ -72,7 +72,7 @@ def risk_vs_noise(ds, out_dir, formats):
     ax.set_ylabel("risk E[(ŷ − y_q)²]")
     ax.set_title("Trained transformers vs the LSA ladder L_r(σ²) = L_r + σ² S_r (grey)")
     ax.legend(fontsize=7, loc="upper left")
-    add_footer(fig, _footer(ds, fixed))
+    add_footer(fig, _footer(ds, fixed), height=0.06)
     paths = save_figure(fig, out_dir, "transformer_risk_vs_label_noise", formats)
     plt.close(fig)
     return paths
@@ -101,7 +101,7 @@ def best_size_figure(ds, out_dir, formats):
     bx.set_xlabel("context label noise σ²")
     bx.set_ylabel("r*")
     bx.set_title("LSA theory: best rank r*(σ²)")
-    add_footer(fig, _footer(ds, fixed), height=0.05)
+    add_footer(fig, _footer(ds, fixed), height=0.08)
     paths = save_figure(fig, out_dir, "transformer_best_size", formats)
     plt.close(fig)
     return paths
@@ -149,7 +149,7 @@ def effective_rank_figure(ds, out_dir, formats):
     bx.set_xlabel("parameters")
     bx.set_ylabel("fitted noise slope S (risk ≈ a + S σ²)")
     bx.set_title("Noise slope vs parameter count (grey: LSA S_r)")
-    add_footer(fig, _footer(ds, fixed), height=0.05)
+    add_footer(fig, _footer(ds, fixed), height=0.08)
     paths = save_figure(fig, out_dir, "transformer_effective_rank", formats)
     plt.close(fig)
     return paths
@@ -176,7 +176,7 @@ def training_curves(ds, out_dir, formats):
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
-    add_footer(fig, _footer(ds, fixed))
+    add_footer(fig, _footer(ds, fixed), height=0.06)
     paths = save_figure(fig, out_dir, "transformer_training_curves", formats)
     plt.close(fig)
     return paths

@@ -438,7 +438,8 @@ def size_table(ds, **sel):
     """Per size: mean risk and SE per σ² (over usable seeds), and the size-level fits.
 
     Returns a dict of arrays indexed [size] or [size, level]: ``risk``, ``se``, ``gap``,
-    ``gap_se``, ``n_ok``, ``eff`` (rank, lo, hi), ``slope``, ``slope_se``, ``clean``,
+    ``gap_se``, ``n_ok``, ``eff`` (rank, lo, hi), ``chi2_dof`` (χ²_min / (levels − 1): ≫ 1
+    when no ladder curve has the measured shape), ``slope``, ``slope_se``, ``clean``,
     ``clean_se``.  The size-level effective rank fits the seed-mean curve with these SEs.
     """
     cell = ds.sel(**sel) if sel else _first(ds)[0]
@@ -451,6 +452,7 @@ def size_table(ds, **sel):
                 ("slope", "slope_se", "clean", "clean_se")})
     out["n_ok"] = np.zeros(sizes.size, int)
     out["eff"] = np.full((sizes.size, 3), -1, int)
+    out["chi2_dof"] = np.full(sizes.size, np.nan)
     s2 = cell["label_noise"].values
     ladder = cell["ladder_risk"].sel(train_label_noise=s0) if "train_label_noise" in \
         cell["ladder_risk"].dims else cell["ladder_risk"]
@@ -468,6 +470,7 @@ def size_table(ds, **sel):
         if ok.any():
             fit = refs.fit_effective_rank(out["risk"][a], out["se"][a], ladder, tol)
             out["eff"][a] = (fit.rank, fit.lo, fit.hi)
+            out["chi2_dof"][a] = float(fit.chi2[fit.rank]) / max(k - 1, 1)
             (out["clean"][a], out["slope"][a], out["clean_se"][a],
              out["slope_se"][a]) = refs.fit_noise_line(s2, out["risk"][a], out["se"][a])
     return out
@@ -538,6 +541,7 @@ def summary(ds) -> str:
                          f"{tab['risk'][a, 0]:.3f}±{tab['se'][a, 0]:.3f}",
                          f"{tab['slope'][a]:.4f}±{tab['slope_se'][a]:.4f}",
                          f"{r} [{lo},{hi}]" if r >= 0 else "-",
+                         f"{tab['chi2_dof'][a]:.1f}",
                          ",".join(str(int(v)) for v in per_run),
                          f"{s_r:.4f}",
                          f"{tab['gap'][a, 0]:.3f}±{tab['gap_se'][a, 0]:.3f}",
@@ -546,7 +550,7 @@ def summary(ds) -> str:
                  "± SE = √(seed var/n + MC SE²); effective rank r [interval] fits the seed-mean "
                  "risk-vs-σ² curve to the LSA ladder L_r(σ²))")
         lines.append(format_table(rows, ("size", "params", "verdicts", f"risk σ²={s2[0]:g}",
-                                         "slope S", "eff. rank", "per seed", "S_r(eff)",
+                                         "slope S", "eff. rank", "χ²/dof", "per seed", "S_r(eff)",
                                          f"gap Bayes σ²={s2[0]:g}", f"gap σ²={s2[-1]:g}"), title))
         lines.append("")
         best, support = best_size(ds, **sel)

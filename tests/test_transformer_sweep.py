@@ -1,0 +1,230 @@
+"""Setting 3: the references (Bayes, OLS, ridge) against independent computations, the
+effective-rank fit on synthetic ladder curves, and a tiny sweep through the engine."""
+
+import textwrap
+import tomllib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from iclsim.engine import setting as engine_setting
+from iclsim.engine.config import ConfigError, apply_overrides, parse
+from iclsim.engine.setting import Setting
+from iclsim.engine.sweep import run_sweep
+from iclsim.linear import oracle
+from iclsim.transformer import model as tfm
+from iclsim.transformer import references as refs
+from iclsim.transformer.sweep import (
+    TRANSFORMER, TransformerSweepConfig, best_size, size_table, usable,
+)
+
+from conftest import CANONICAL_LAMBDA, CANONICAL_N
+
+
+def _factor(lam):
+    return jnp.asarray(np.linalg.cholesky(np.diag(lam)))
+
+
+# ------------------------------------------------------------------------------ references
+
+def test_shrinkage_estimate_is_pinv_at_zero_and_ridge_above():
+    rng = np.random.default_rng(0)
+    est = jax.jit(refs.shrinkage_estimate)
+    x, y = rng.standard_normal((3, 5)), rng.standard_normal(3)  # N = 3 < d = 5
+    np.testing.assert_allclose(est(x, y, 0.0), np.linalg.pinv(x) @ y, atol=1e-12)
+    x, y = rng.standard_normal((9, 4)), rng.standard_normal(9)
+    np.testing.assert_allclose(est(x, y, 0.7), np.linalg.solve(x.T @ x + 0.7 * np.eye(4), x.T @ y),
+                               atol=1e-12)
+    np.testing.assert_allclose(est(x, y, 0.0), np.linalg.lstsq(x, y, rcond=None)[0], atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def anisotropic_refs():
+    lam, n, s2 = np.array([2.0, 1.0, 0.3]), 10, np.array([0.0, 2.0])
+    out = refs.reference_risks(jax.random.key(0), _factor(lam), n, s2, n_prompts=8192, batch=1024,
+                               ridge_lambda=(0.1, 50.0))
+    return lam, n, s2, out
+
+
+def test_ols_risk_matches_its_closed_form(anisotropic_refs):
+    """E[(x_qᵀ(X⁺ỹ − w))²] = σ² tr(Λ E[(XᵀX)⁻¹]) = σ² d/(N − d − 1) for N > d + 1, any Λ."""
+    lam, n, s2, out = anisotropic_refs
+    mean, se = out["ols"]
+    d = lam.size
+    assert mean[0] < 1e-16
+    want = s2[1] * d / (n - d - 1)
+    assert abs(mean[1] - want) < 4 * se[1], (mean[1], want, se[1])
+
+
+def test_bayes_risk_matches_posterior_variance(anisotropic_refs):
+    """The risk of the posterior mean is E[tr(Λ Σ_post)], Σ_post = σ²(XᵀX + σ²I)⁻¹: computed here
+    from independent numpy draws of X only (no labels, no predictor)."""
+    lam, n, s2, out = anisotropic_refs
+    mean, se = out["bayes"]
+    assert mean[0] < 1e-16  # N ≥ d: the clean context pins w down
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((20000, n, lam.size)) * np.sqrt(lam)
+    post = s2[1] * np.linalg.inv(np.einsum("bni,bnj->bij", x, x) + s2[1] * np.eye(lam.size))
+    v = np.einsum("bii->b", post * lam[None, :, None])
+    want, want_se = v.mean(), v.std() / np.sqrt(v.size)
+    assert abs(mean[1] - want) < 4 * np.hypot(se[1], want_se), (mean[1], want)
+    # The floor: nothing on the same prompts does better (OLS, ridge at λ ≠ σ²).
+    assert mean[1] < out["ols"][0][1]
+    assert np.all(mean[1] < out["ridge"][0][:, 1])
+
+
+def test_bayes_risk_in_one_dimension_by_quadrature():
+    """d = 1: risk = λ E[σ²/(λ χ²_N + σ²)], a one-dimensional integral over the χ²_N density."""
+    lam, n, s2 = 1.5, 4, 3.0
+    out = refs.reference_risks(jax.random.key(2), _factor([lam]), n, [s2], n_prompts=16384,
+                               batch=2048)
+    mean, se = out["bayes"]
+    want = integrate.quad(lambda q: lam * s2 / (lam * q + s2) * stats.chi2.pdf(q, n), 0, np.inf)[0]
+    assert abs(mean[0] - want) < 4 * se[0], (mean[0], want, se[0])
+
+
+# ------------------------------------------------------------------------- effective rank
+
+def _ladder(s2):
+    return oracle.optimal_risks(np.diag(CANONICAL_LAMBDA), CANONICAL_N, label_noise=s2)
+
+
+def test_effective_rank_recovers_r_from_synthetic_curves():
+    s2 = np.array([0.0, 8.0, 16.0, 25.0, 40.0, 60.0, 100.0, 150.0])
+    ladder = _ladder(s2)
+    rng = np.random.default_rng(3)
+    hits = 0
+    for r in range(ladder.shape[1]):
+        # Small noise: exact recovery, interval {r}.
+        se = np.full(s2.size, 0.005)
+        fit = refs.fit_effective_rank(ladder[:, r] + se * rng.standard_normal(s2.size), se, ladder)
+        assert (fit.rank, fit.lo, fit.hi) == (r, r, r)
+        # Noise comparable to the gaps between neighbouring curves: r inside the interval.
+        for _ in range(25):
+            se = np.full(s2.size, 0.1)
+            fit = refs.fit_effective_rank(ladder[:, r] + se * rng.standard_normal(s2.size), se,
+                                          ladder)
+            hits += fit.lo <= r <= fit.hi
+    assert hits >= 0.9 * 25 * ladder.shape[1]
+    bad = refs.fit_effective_rank(np.full(s2.size, np.nan), np.ones(s2.size), ladder)
+    assert bad.rank == -1
+
+
+def test_noise_line_recovers_L_r_and_S_r():
+    s2 = np.array([0.0, 8.0, 16.0, 25.0, 40.0])
+    ladder = _ladder(s2)
+    slopes = oracle.noise_sensitivity(np.diag(CANONICAL_LAMBDA), CANONICAL_N)
+    for r in (0, 3, 8):
+        a, s, a_se, s_se = refs.fit_noise_line(s2, ladder[:, r], np.full(s2.size, 0.01))
+        assert a == pytest.approx(ladder[0, r], abs=1e-9)
+        assert s == pytest.approx(slopes[r], abs=1e-11)
+        assert 0 < s_se < 1e-3
+
+
+# -------------------------------------------------------------------- config, engine, e2e
+
+def test_registered_and_implements_the_contract():
+    assert isinstance(TRANSFORMER, Setting)
+    assert engine_setting.get_setting("transformer") is TRANSFORMER
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"model": {"heads": [1, 2], "width": [8], "layers": [1, 1]}}, "equal lengths"),
+    ({"axes": {"size": [1, 5]}}, "axes.size: 5 is out of range"),
+])
+def test_config_errors_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        parse(TransformerSweepConfig, {"name": "x", "setting": "transformer", **override})
+
+
+TINY = textwrap.dedent(
+    """
+    name = "tiny_transformer"
+    setting = "transformer"
+    [spectrum]
+    values = [1.0, 0.25]
+    [model]
+    heads = [1, 2]
+    width = [8, 8]
+    layers = [1, 2]
+    head_dim = 2
+    mlp_ratio = 2
+    [train]
+    steps = 150
+    chunk_steps = 75
+    warmup_steps = 10
+    batch = 32
+    loss_every = 5
+    [axes]
+    size = [1, 2]
+    seeds = 2
+    learning_rate = [1e-12, 0.01]
+    n_context = [8]
+    [eval]
+    label_noise = [0.0, 1.0, 4.0]
+    n_prompts = 1024
+    batch = 256
+    ridge_lambda = [1.0]
+    trivial_tolerance = 0.15
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("transformer")
+    cfg = parse(TransformerSweepConfig,
+                apply_overrides(tomllib.loads(TINY), [f"output_dir='{root}'", "figures.formats=['png']"]))
+    return cfg, run_sweep(cfg, TRANSFORMER, quiet=True)
+
+
+def test_tiny_sweep_end_to_end(tiny):
+    cfg, out = tiny
+    ds = out.dataset
+    assert out.compiles == 1  # both sizes, both learning rates: one program
+    assert ds["eval_risk"].dims == ("n_context", "size", "seed", "learning_rate", "init_scale",
+                                    "train_label_noise", "label_noise")
+    verdicts = ds["verdict"]
+    # A learning rate of 1e-12 never leaves the initial predictor: trivial, not trained.
+    assert (verdicts.sel(learning_rate=1e-12) == "trivial").all()
+    assert (verdicts.sel(learning_rate=0.01) == "trained").all()
+    assert not ds["diverged"].any()
+    # Trivial runs count as excluded for this setting's aggregates.
+    assert bool(usable(ds)["diverged"].sel(learning_rate=1e-12).all())
+    # The paired gap is eval_risk − bayes_risk: the Bayes reference of the oracle and the runs
+    # were evaluated on the same prompts.
+    gap = ds["eval_risk"] - ds["bayes_risk"]
+    np.testing.assert_allclose(ds["bayes_gap"], gap, rtol=0, atol=1e-9)
+    assert float(ds["bayes_risk"].sel(label_noise=0.0).squeeze()) < 1e-12  # N ≥ d
+    # Trained models beat ŷ = 0 on clean prompts, and never the Bayes floor.
+    trained = ds["eval_risk"].sel(learning_rate=0.01, label_noise=0.0)
+    assert (trained < float(ds["trivial_risk"])).all()
+    assert (ds["bayes_gap"].sel(learning_rate=0.01) > 0).all()
+    assert set(np.unique(ds["effective_rank"].sel(learning_rate=0.01))) <= {0, 1, 2}
+    np.testing.assert_array_equal(ds["param_count"], [tfm.param_count(2, 1, 8, 1, 2, 2),
+                                                      tfm.param_count(2, 2, 8, 2, 2, 2)])
+
+
+def test_tiny_sweep_tables_and_figures(tiny):
+    cfg, out = tiny
+    ds = out.dataset
+    text = TRANSFORMER.summary(ds)
+    assert "eff. rank" in text and "best size" in text and "LSA r*" in text
+    tab = size_table(ds, n_context=8, learning_rate=0.01, init_scale=1.0, train_label_noise=0.0)
+    assert tab["n_ok"].tolist() == [2, 2]
+    np.testing.assert_allclose(
+        tab["risk"][0], ds["eval_risk"].sel(size=1, learning_rate=0.01).squeeze().mean("seed"))
+    best, support = best_size(ds, learning_rate=0.01, n_context=8, init_scale=1.0,
+                              train_label_noise=0.0)
+    assert set(best.tolist()) <= {0.0, 1.0, 2.0} and np.all((0 <= support) & (support <= 1))
+    # Only trivial runs at lr = 1e-12: no size is usable there.
+    best0, _ = best_size(ds, learning_rate=1e-12, n_context=8, init_scale=1.0,
+                         train_label_noise=0.0)
+    assert np.all(np.isnan(best0))
+    assert not out.figure_error
+    assert {p.stem for p in out.figures} == {
+        "transformer_risk_vs_label_noise", "transformer_best_size",
+        "transformer_effective_rank", "transformer_training_curves"}
