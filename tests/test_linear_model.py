@@ -266,3 +266,39 @@ def test_stack_with_zero_second_layer_equals_one_layer(kind):
     for name in g_one:
         tol = _layer_tol(g_one[name])
         np.testing.assert_allclose(g_two[name], g_one[name], rtol=1e-12, atol=tol)
+
+
+@pytest.mark.parametrize("parametrization", ["reduced", "block", "full"])
+def test_apply_gram_equals_apply_on_the_tokens(parametrization):
+    """ŷ from the context Gram (what the statistic sampler draws) equals ŷ from the tokens."""
+    from iclsim.linear.data import context_gram, sample_prompts
+
+    d, n = 4, 7
+    cfg = lsa.LSAConfig(d, 3, parametrization, "random")
+    params = lsa.init(jax.random.key(3), cfg, rank=2, scale=0.7)
+    cov = np.diag([2.0, 1.0, 0.5, 0.25])
+    prompts = sample_prompts(jax.random.key(4), cov, n, 16, label_noise=0.3)
+    g = context_gram(prompts)
+    got = lsa.apply_gram(params, g.gram, g.x_query, n)
+    want = lsa.apply(params, prompts)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_loo_loss_is_the_population_risk():
+    """Leave-one-out squared errors average to the exact risk of Γ (Monte Carlo, 4 SE)."""
+    from iclsim.linear import oracle
+    from iclsim.linear.training import loo_squared_errors
+
+    d, n = 3, 5
+    cov = np.diag([1.5, 1.0, 0.4])
+    cfg = lsa.LSAConfig(d, 3, "reduced", "random")
+    params = lsa.init(jax.random.key(0), cfg, rank=3, scale=0.5)
+    factor = jnp.asarray(np.linalg.cholesky(cov))
+    errs = np.asarray(loo_squared_errors(params, jax.random.key(1), factor, n, 40000, 0.7, 0.2))
+    per_prompt = errs.mean(axis=1)  # the N + 1 terms of a prompt are correlated: SE per prompt
+    gamma = np.asarray(lsa.effective_gamma(params))
+    want = oracle.population_risk(gamma, cov, n, label_noise=0.7, input_noise=0.2)
+    se = per_prompt.std(ddof=1) / np.sqrt(per_prompt.size)
+    assert abs(per_prompt.mean() - want) < 4 * se, (per_prompt.mean(), want, se)
+    # power: the same statistic rejects a risk off by 3 %
+    assert abs(per_prompt.mean() - 1.03 * want) > 4 * se

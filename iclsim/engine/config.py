@@ -348,4 +348,7 @@ class CommonSweep:
     description: str = spec("", "free text, copied into the result")
     output_dir: str = spec("results", "root folder of the results")
     seed: int = spec(0, "root PRNG seed", lo=0)
+    precision: str = spec("float32", "matrix products: float32 (full precision, what the oracle "
+                          "comparisons need) or fast (the backend default: TF32/bfloat16 passes "
+                          "on GPUs/TPUs; the same on CPUs)", choices=("float32", "fast"))
     figures: FigureConfig = FigureConfig()

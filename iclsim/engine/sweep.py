@@ -50,6 +50,7 @@ from jax.sharding import PartitionSpec as P
 
 import iclsim
 from iclsim.engine import provenance, store
+from iclsim.engine.precision import precision_scope
 from iclsim.engine.config import config_hash, to_dict
 from iclsim.engine.setting import (
     Group, Setting, build_dataset, build_groups, describe_run, finalize_group, pad_group,
@@ -243,7 +244,7 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None,
             out, stale_from = stale, stale.name
     pid = jax.process_index()
     suffix = f"p{pid}"
-    with store.sweep_lock(out, f".lock.{suffix}"):
+    with store.sweep_lock(out, f".lock.{suffix}"), precision_scope(cfg.precision):
         traces_before = trace_count()
         try:
             return _run_locked(cfg, setting, out, record, code, stale_from, start, quiet=quiet,
@@ -389,6 +390,7 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
         "device_kind": getattr(device, "device_kind", device.platform),
         "platform": device.platform,
         "dtype": str(jnp.result_type(float)),
+        "precision": cfg.precision,
         "device_count": jax.device_count(),
         "process_count": jax.process_count(),
         "compiles": sum(leg["compiles"] for leg in legs),

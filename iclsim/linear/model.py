@@ -199,6 +199,30 @@ def apply(params, prompts):
     return jnp.einsum("i,...i->...", w["w_pv"][d], mixed) / n
 
 
+def apply_gram(params, gram, x_query, n_context):
+    """Prediction ŷ of any parametrisation from the context Gram G = Σ_{i≤N} z_i z_iᵀ.
+
+    z_i = (x_i, y_i) and the query token e_q = (x_q, 0).  The full LSA attends over the
+    N context tokens and the query (no causal mask), so
+    ŷ = (1/N) v ᵀ (G + e_q e_qᵀ) W^{KQ} e_q with v the last row of W^{PV}
+    (``docs/theory/linear.md``, the full layer); since e_q's last entry is 0 this is
+    what :func:`apply` computes from the tokens.  The reduced and block
+    parametrisations read h = G[:d, d] / N.  ``gram`` (B, d+1, d+1), ``x_query`` (B, d).
+    """
+    kind = parametrization_of(params)
+    d = x_query.shape[-1]
+    if kind in ("reduced", "block"):
+        gamma = effective_gamma(params)
+        h = gram[..., :d, d] / n_context
+        return jnp.einsum("...d,de,...e->...", x_query, gamma, h)
+    w = params["weights"]
+    e_q = jnp.concatenate([x_query, jnp.zeros_like(x_query[..., :1])], axis=-1)
+    k = jnp.einsum("ij,...j->...i", _low_rank(params), e_q)
+    mixed = jnp.einsum("...ij,...j->...i", gram, k) + e_q * jnp.einsum("...i,...i->...", e_q,
+                                                                        k)[..., None]
+    return jnp.einsum("i,...i->...", w["w_pv"][d], mixed) / n_context
+
+
 def apply_full_reference(w_pv, w_kq, prompts):
     """The full LSA of ``docs/theory/linear.md`` written literally.
 

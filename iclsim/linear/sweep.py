@@ -18,7 +18,9 @@ from iclsim.engine.config import CommonAxes, CommonEval, CommonSweep, CommonTrai
 from iclsim.engine.setting import Runs, axis_values, best_scale
 from iclsim.linear import oracle
 from iclsim.linear.model import INITS, PARAMETRIZATIONS
-from iclsim.linear.training import MODES, TrainStatic, assess_runs, evaluate, linear_trainer
+from iclsim.linear.training import (
+    MODES, SAMPLERS, TrainStatic, assess_runs, evaluate, linear_trainer,
+)
 
 __all__ = ["LinearSweepConfig", "LINEAR", "RUN_AXES", "VERDICT_CODES"]
 
@@ -95,6 +97,11 @@ class TrainConfig(CommonTrain):
                                lo=0.0, hi=0.99)
     adam_b1: float = spec(0.9, "Adam β1 (0.99 averages gradient noise: the weak directions of "
                           "Monte Carlo training converge within 5 %)", lo=0.0, hi=0.9999)
+    sampler: str = spec("statistic", "monte_carlo prompts: statistic (exactly what the LSA reads, "
+                        "O(d²) per prompt) or tokens (every example drawn; the reference)",
+                        choices=SAMPLERS)
+    loo: bool = spec(False, "monte_carlo, reduced/block: each of N + 1 examples is the query "
+                     "of the other N (same objective, much less gradient noise; tokens sampler)")
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,8 @@ class AxesConfig(CommonAxes):
 
 @dataclass(frozen=True)
 class EvalConfig(CommonEval):
+    sampler: str = spec("statistic", "evaluation prompts: statistic (exact, O(d²) per prompt) "
+                        "or tokens", choices=SAMPLERS)
     label_noise: tuple[float, ...] = spec((0.0,), "evaluation context label noise σ²", lo=0.0,
                                           hi=1e6, min_len=1)
     input_noise: tuple[float, ...] = spec((0.0,), "evaluation context input noise σ_x²", lo=0.0,
@@ -134,6 +143,10 @@ class LinearSweepConfig(CommonSweep):
         if self.train.mode == "population" and self.model.parametrization == "full":
             raise ConfigError("model.parametrization: 'full' needs train.mode = 'monte_carlo' "
                               "(population mode trains the reduced predictor's exact risk)")
+        if self.train.loo and (self.train.sampler != "tokens"
+                               or self.model.parametrization == "full"):
+            raise ConfigError("train.loo: true needs train.sampler = 'tokens' and "
+                              "model.parametrization = 'reduced' or 'block'")
         if self.model.init == "block" and self.model.parametrization != "full":
             raise ConfigError("model.init: 'block' is for model.parametrization = 'full' only")
 
@@ -150,6 +163,7 @@ def _static(cfg: LinearSweepConfig, n_context: int) -> TrainStatic:
         schedule=cfg.train.schedule, final_lr_fraction=cfg.train.final_lr_fraction,
         average_tail=cfg.train.average_tail,
         train_noise=any(s > 0 for s in cfg.axes.train_label_noise), adam_b1=cfg.train.adam_b1,
+        sampler=cfg.train.sampler, loo=cfg.train.loo,
     )
 
 
@@ -175,17 +189,19 @@ def assess(cfg: LinearSweepConfig, static: TrainStatic, runs: Runs, params, loss
     n = int(static.n_context)
     out = assess_runs(params, loss, cov, n, runs["rank"], runs["train_label_noise"],
                       parametrization=cfg.model.parametrization, eval_key=key,
-                      eval_prompts=cfg.eval.n_prompts)
+                      eval_prompts=cfg.eval.n_prompts, sampler=cfg.eval.sampler,
+                      mode=cfg.train.mode)
     s2, sx2 = np.meshgrid(cfg.eval.label_noise, cfg.eval.input_noise, indexing="ij")
     mean, se = evaluate(jax.random.fold_in(key, 1), params, cov, n, label_noise=s2.ravel(),
                         input_noise=sx2.ravel(), n_prompts=cfg.eval.n_prompts,
-                        batch=cfg.eval.batch)
+                        batch=cfg.eval.batch, sampler=cfg.eval.sampler)
     shape = (len(runs), *s2.shape)
     return {
         "gamma": out["gamma"], "risk": out["risk"], "risk_se": out["risk_se"],
         "test_risk": out["test_risk"], "test_se": out["test_se"],
         "gamma_error": out["gamma_error"], "verdict": out["verdict"],
         "stuck_rank": out["stuck_rank"], "diverged": ~out["finite"],
+        "grad_rel": out["grad_rel"], "converged": out["converged"],
         "eval_risk": mean.reshape(shape), "eval_se": se.reshape(shape),
     }
 
@@ -201,6 +217,9 @@ def run_vars(cfg: LinearSweepConfig) -> dict:
         "test_se": ((), {"long_name": "standard error of test_risk"}),
         "gamma_error": ((), {"long_name": "relative Frobenius error ‖Γ − Γ_r‖/‖Γ_r‖"}),
         "stuck_rank": ((), {"long_name": "k of stuck_at_rank_k (-1 otherwise)"}),
+        "grad_rel": ((), {"long_name": "relative gradient norm of the exact risk at the trained "
+                          "weights (NaN for the full LSA)"}),
+        "converged": ((), {"long_name": "grad_rel below the stopping tolerance of the dtype"}),
         "gamma": (("i", "j"), {"long_name": "trained effective Γ"}),
         "eval_risk": (noise, {"long_name": "Monte Carlo risk on noisy prompts"}),
         "eval_se": (noise, {"long_name": "standard error of eval_risk"}),
@@ -310,8 +329,14 @@ def _num(v) -> str:
     return f"{float(v):.4g}"
 
 
+#: Agreement tolerance in SE.  All runs and levels are evaluated on one shared prompt set
+#: (common random numbers), so the z of all cells move together: one draw, not 32
+#: independent ones.  |z| <= 3 bounds the false alarm of a model at its optimum by ~0.3 %.
+Z_TOLERANCE = 3.0
+
+
 def _agreement_line(ds, z, agree, rows) -> str:
-    """One line: does this run agree with the theory (best rank, every rank within 2 SE)?"""
+    """One line: does this run agree with the theory (best rank, every cell within 3 SE)?"""
     z = z[np.isfinite(z)]
     verdicts = ds["verdict"].values.ravel()
     reached = int(np.sum(verdicts == "optimum_reached"))
@@ -319,11 +344,12 @@ def _agreement_line(ds, z, agree, rows) -> str:
     if rows:
         parts.append(f"best rank = theory at {agree}/{len(rows)} levels")
     if z.size:
-        within = int(np.sum(np.abs(z) <= 2.0))
-        parts.append(f"{within}/{z.size} (rank, σ²) cells within 2 SE of the oracle "
-                     f"(max |z| = {np.max(np.abs(z)):.1f})")
+        within = int(np.sum(np.abs(z) <= Z_TOLERANCE))
+        parts.append(f"{within}/{z.size} (rank, σ²) cells within {Z_TOLERANCE:g} SE of the "
+                     f"oracle (max |z| = {np.max(np.abs(z)):.1f})")
     parts.append(f"{reached}/{verdicts.size} runs optimum_reached")
-    ok = (not rows or agree == len(rows)) and z.size and np.all(np.abs(z) <= 2.0)
+    ok = ((not rows or agree == len(rows)) and z.size and np.all(np.abs(z) <= Z_TOLERANCE)
+          and reached == verdicts.size)
     head = "AGREES with the theory" if ok else "DIFFERS from the theory"
     return f"\n{head}: " + "; ".join(parts)
 

@@ -34,7 +34,7 @@ from iclsim.engine.evaluate import mean_and_se, risk_grid
 from iclsim.engine.trainer import SCHEDULES, ScheduleConfig, adam, build_trainer, lbfgs, switch_at
 from iclsim.linear import model as lsa
 from iclsim.linear import oracle
-from iclsim.linear.data import sample_prompts
+from iclsim.linear.data import sample_gram, sample_prompts, sample_statistic, statistic_prompts
 
 __all__ = [
     "MODES",
@@ -53,6 +53,10 @@ __all__ = [
 ]
 
 MODES = ("population", "monte_carlo")
+#: How Monte Carlo prompts are drawn: "statistic" samples exactly what the LSA reads
+#: (h, or the Gram for the full LSA) in O(d²) per prompt (``sample_statistic``,
+#: ``sample_gram``); "tokens" draws every (x_i, y_i) (the reference).
+SAMPLERS = ("statistic", "tokens")
 VERDICTS = ("optimum_reached", "stuck_at_rank_k", "not_converged", "diverged")
 
 
@@ -73,6 +77,12 @@ class TrainStatic:
     average_tail: float = 0.0
     train_noise: bool = False
     adam_b1: float = 0.9
+    sampler: str = "statistic"
+    """Monte Carlo prompts: "statistic" (exact, O(d²) per prompt) or "tokens" (reference)."""
+    loo: bool = False
+    """Monte Carlo: every one of N + 1 token examples is a query for the other N
+    (leave-one-out; the same population objective, ~N + 1 times the signal per prompt);
+    reduced/block parametrisations with the token sampler."""
     lbfgs_fraction: float | None = None
     """Fraction of the steps (the last ones) run by L-BFGS on the exact risk;
     ``None``: 0.5 in population mode, 0 in Monte Carlo mode (L-BFGS's line search
@@ -93,6 +103,11 @@ class TrainStatic:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.loo and (self.sampler != "tokens" or self.parametrization == "full"):
+            raise ValueError("loo=True needs sampler='tokens' and the reduced or block "
+                             "parametrisation (every token example serves as a query)")
         if self.mode == "population" and self.parametrization == "full":
             raise ValueError(
                 "mode='population' trains on the exact risk of the reduced predictor, so "
@@ -129,6 +144,41 @@ def optimizer(static: TrainStatic):
     return make
 
 
+def squared_errors(params, key, factor, n_context, batch, label_noise, input_noise, sampler):
+    """(ŷ − y_q)² of ``batch`` fresh prompts (context noise σ², σ_x²), drawn by ``sampler``."""
+    if sampler == "tokens":
+        prompts = sample_prompts(key, None, n_context, batch, label_noise=label_noise,
+                                 input_noise=input_noise, factor=factor)
+        return (lsa.apply(params, prompts) - prompts.y_query) ** 2
+    if lsa.parametrization_of(params) == "full":
+        g = sample_gram(key, factor, n_context, batch, label_noise=label_noise,
+                        input_noise=input_noise)
+        return (lsa.apply_gram(params, g.gram, g.x_query, n_context) - g.y_query) ** 2
+    stat = sample_statistic(key, factor, n_context, batch, label_noise=label_noise,
+                            input_noise=input_noise)
+    return (lsa.apply(params, statistic_prompts(stat)) - stat.y_query) ** 2
+
+
+def loo_squared_errors(params, key, factor, n_context, batch, label_noise, input_noise):
+    """Leave-one-out squared errors, (batch, N + 1): each of N + 1 examples of a prompt is
+    the query of the other N.
+
+    With clean examples (x_j, y_j = x_jᵀw) and their context versions
+    x̃_j = x_j + σ_x ξ_j, ỹ_j = y_j + σ ε_j: ŷ_j = x_jᵀ Γ (S − ỹ_j x̃_j)/N with
+    S = Σ_i ỹ_i x̃_i.  Each term has exactly the distribution of the one-query loss, so
+    the mean is the same population risk (reduced and block parametrisations).
+    """
+    k_tok, k_y, k_x = jax.random.split(key, 3)
+    clean = sample_prompts(k_tok, None, n_context + 1, batch, factor=factor)
+    x, y = clean.x, clean.y
+    x_ctx = x + jnp.sqrt(input_noise) * jax.random.normal(k_x, x.shape, x.dtype)
+    y_ctx = y + jnp.sqrt(label_noise) * jax.random.normal(k_y, y.shape, y.dtype)
+    total = jnp.einsum("bn,bnd->bd", y_ctx, x_ctx)
+    h = (total[:, None, :] - y_ctx[..., None] * x_ctx) / n_context
+    gamma = lsa.effective_gamma(params)
+    return (jnp.einsum("bnd,de,bne->bn", x, gamma, h) - y) ** 2
+
+
 @functools.lru_cache(maxsize=64)
 def linear_trainer(static: TrainStatic):
     """The engine trainer for ``static`` (cached: one build, one compile per shape).
@@ -153,16 +203,18 @@ def linear_trainer(static: TrainStatic):
                 gamma, data["cov"], static.n_context, noise(hyper, "label_noise"),
                 noise(hyper, "input_noise"),
             )
+    elif static.loo:
+
+        def loss(params, key, hyper, data):
+            return jnp.mean(loo_squared_errors(
+                params, key, data["factor"], static.n_context, static.batch,
+                noise(hyper, "label_noise"), noise(hyper, "input_noise")))
     else:
 
         def loss(params, key, hyper, data):
-            prompts = sample_prompts(
-                key, None, static.n_context, static.batch,
-                label_noise=noise(hyper, "label_noise"),
-                input_noise=noise(hyper, "input_noise"),
-                factor=data["factor"],
-            )
-            return jnp.mean((lsa.apply(params, prompts) - prompts.y_query) ** 2)
+            return jnp.mean(squared_errors(
+                params, key, data["factor"], static.n_context, static.batch,
+                noise(hyper, "label_noise"), noise(hyper, "input_noise"), static.sampler))
 
     return build_trainer(
         init_params, loss, steps=static.steps, optimizer=optimizer(static),
@@ -334,7 +386,7 @@ def classify_runs(risk, risk_se, ranks, optimal_risks, *, rtol=0.1, n_se=3.0):
 
 
 def assess_runs(params, loss, cov, n_context, ranks, train_label_noise, *, parametrization,
-                eval_key, eval_prompts, rtol=0.1, mode=None):
+                eval_key, eval_prompts, rtol=0.1, mode=None, sampler="statistic"):
     """Post-training assessment of a batch of runs (host side, float64).
 
     Per run: effective Γ, the final risk (exact population risk of Γ for the
@@ -357,7 +409,8 @@ def assess_runs(params, loss, cov, n_context, ranks, train_label_noise, *, param
     for level in np.unique(train_label_noise):
         sel = np.flatnonzero(train_label_noise == level)
         sub = jax.tree_util.tree_map(lambda a: a[sel], params)
-        m, se = evaluate(eval_key, sub, cov, n_context, label_noise=level, n_prompts=eval_prompts)
+        m, se = evaluate(eval_key, sub, cov, n_context, label_noise=level, n_prompts=eval_prompts,
+                         sampler=sampler)
         test_risk[sel], test_se[sel] = m[:, 0], se[:, 0]
     if parametrization == "full":
         risk, risk_se = test_risk.copy(), test_se.copy()
@@ -401,21 +454,19 @@ def _as_levels(label_noise, input_noise):
     return s2.ravel(), sx2.ravel()
 
 
-@functools.partial(jax.jit, static_argnames=("n_context", "n_batches", "batch"))
-def _evaluate(key, params, factor, label_noise, input_noise, *, n_context, n_batches, batch):
+@functools.partial(jax.jit, static_argnames=("n_context", "n_batches", "batch", "sampler"))
+def _evaluate(key, params, factor, label_noise, input_noise, *, n_context, n_batches, batch,
+              sampler):
     keys = jax.random.split(key, n_batches)
 
-    def squared_errors(run_params, s2, sx2, k):
-        prompts = sample_prompts(
-            k, None, n_context, batch, label_noise=s2, input_noise=sx2, factor=factor
-        )
-        return (lsa.apply(run_params, prompts) - prompts.y_query) ** 2
+    def errors(run_params, s2, sx2, k):
+        return squared_errors(run_params, k, factor, n_context, batch, s2, sx2, sampler)
 
-    return risk_grid(squared_errors, keys, params, label_noise, input_noise, factor.dtype)
+    return risk_grid(errors, keys, params, label_noise, input_noise, factor.dtype)
 
 
 def evaluate(key, params, cov, n_context, *, label_noise=0.0, input_noise=0.0, n_prompts=32768,
-             batch=2048):
+             batch=2048, sampler="statistic"):
     """Monte Carlo risk of trained models on clean or noisy prompts, with standard errors.
 
     ``params`` has a leading run axis (as returned by :func:`train`).  The noise
@@ -423,8 +474,13 @@ def evaluate(key, params, cov, n_context, *, label_noise=0.0, input_noise=0.0, n
     into L (σ², σ_x²) pairs; every run and level is evaluated in one vmapped
     program on the same ``n_prompts`` prompts (common random numbers).
 
+    ``sampler``: "tokens" (every example drawn) or "statistic" (exactly the statistic
+    the LSA reads, O(d²) per prompt; see :func:`squared_errors`).
+
     Returns ``(mean, se)``, each of shape (runs, L), se = sd / sqrt(n_prompts).
     """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     cov = check_covariance(cov)
     n = check_int("n_context", n_context, 1)
     batch = check_int("batch", batch, 1)
@@ -435,7 +491,7 @@ def evaluate(key, params, cov, n_context, *, label_noise=0.0, input_noise=0.0, n
     factor = jnp.asarray(np.linalg.cholesky(cov), dtype)
     m1, m2 = _evaluate(
         key, params, factor, jnp.asarray(s2, dtype), jnp.asarray(sx2, dtype),
-        n_context=n, n_batches=n_batches, batch=batch,
+        n_context=n, n_batches=n_batches, batch=batch, sampler=sampler,
     )
     return mean_and_se(m1, m2, n_batches * batch)
 
@@ -463,6 +519,8 @@ def train(
     rtol=0.1,
     adam_b1=0.9,
     lbfgs_fraction=None,
+    sampler="statistic",
+    loo=False,
 ) -> LinearTrainResult:
     """Train rank-limited LSA models for every (rank, seed) in one compiled program.
 
@@ -493,6 +551,11 @@ def train(
         risk; ``None``: 0.5 in population mode, 0 in Monte Carlo mode.  With the
         defaults, population mode reaches the oracle's Γ_r to ~1e-14 (float64)
         and ~1e-5 (float32) relative error unless λ_r ≈ λ_{r+1}.
+    sampler : Monte Carlo prompts, ``"statistic"`` (exact and O(d²) per prompt:
+        what the LSA reads, see :func:`iclsim.linear.data.sample_statistic`) or
+        ``"tokens"`` (every example drawn; the reference).  Also used for the test risk.
+    loo : Monte Carlo, reduced/block: every example of an (N + 1)-example prompt is a
+        query for the other N (token sampler; same objective, far less gradient noise).
 
     Returns
     -------
@@ -516,6 +579,7 @@ def train(
         final_lr_fraction=final_lr_fraction, average_tail=average_tail,
         train_noise=bool(train_label_noise), adam_b1=float(adam_b1),
         lbfgs_fraction=None if lbfgs_fraction is None else float(lbfgs_fraction),
+        sampler="tokens" if loo else sampler, loo=bool(loo),
     )
     dtype = jnp.result_type(float)
     run_rank = np.repeat(np.asarray(ranks), seeds)
