@@ -153,8 +153,8 @@ TINY = textwrap.dedent(
     head_dim = 2
     mlp_ratio = 2
     [train]
-    steps = 150
-    chunk_steps = 75
+    steps = 100
+    chunk_steps = 50
     warmup_steps = 10
     batch = 32
     loss_every = 5

@@ -2,7 +2,7 @@
 
 * ``transformer_risk_vs_label_noise`` — risk vs context label noise σ² per size (points:
   mean over usable seeds ± SE), the LSA ladder L_r(σ²) = L_r + σ² S_r (r = 0..d, grey lines
-  behind), the Bayes floor and least squares;
+  behind), the Bayes floor and least squares; one panel per pretraining σ₀²;
 * ``transformer_best_size`` — the best size vs σ² (argmin over {0: ŷ = 0} ∪ sizes, the
   engine's ``best_scale`` on the usable runs, marker size = bootstrap support) beside the
   LSA's best rank r*(σ²);
@@ -11,7 +11,8 @@
 * ``transformer_training_curves`` — training loss vs step per size, with L_d and the
   trivial risk tr Λ.
 
-Runs are shown at the first value of N, learning rate, init scale and σ₀²; trivial and
+Runs are shown at the first value of N, learning rate, init scale (and σ₀², except in the
+first figure); trivial and
 diverged runs are left out (:func:`iclsim.transformer.sweep.usable`).
 """
 
@@ -24,14 +25,14 @@ from iclsim.plotting import add_footer, pyplot, save_figure, scale_colors
 __all__ = ["draw_all"]
 
 
-def _footer(ds, fixed) -> str:
+def _footer(ds, fixed, skip=()) -> str:
     from iclsim.plotting import result_config
 
     cfg = result_config(ds)
     train, ev = cfg.get("train", {}), cfg.get("eval", {})
     bits = [f"sweep {cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}",
             f"training: {train.get('steps', '?')} steps × {train.get('batch', '?')} fresh prompts",
-            "\n" + ", ".join(f"{k}={v:g}" for k, v in fixed.items()),
+            "\n" + ", ".join(f"{k}={v:g}" for k, v in fixed.items() if k not in skip),
             f"evaluation: {ev.get('n_prompts', '?')} MC prompts per point",
             f"JAX dtype {ds.attrs.get('dtype', '?')}"]
     return "; ".join(bits).replace("; \n", "\n")
@@ -42,37 +43,43 @@ def _n0(da):
 
 
 def risk_vs_noise(ds, out_dir, formats):
+    """One panel per pretraining σ₀²: the sizes' curves over the ladder L_r(σ²) of that σ₀²
+    (affine in σ², so the straight segments between the stored grid points are exact)."""
     from iclsim.transformer.sweep import _first, _size_label, size_table
 
     plt = pyplot()
-    cell, fixed = _first(ds)
-    tab = size_table(ds, **fixed)
+    _, fixed = _first(ds)
+    s0s = ds["train_label_noise"].values
     s2 = ds["label_noise"].values
-    fig, ax = plt.subplots(figsize=(7.5, 5.2), layout="constrained")
-    theory = _n0(ds["theory_risk_label"])
-    fine = ds["label_noise_fine"].values
-    for r in ds["rank_all"].values:
-        ax.plot(fine, theory.sel(rank_all=r).values, color="0.75", lw=0.9, zorder=0)
-        ax.annotate(f"r={int(r)}", (fine[-1], float(theory.sel(rank_all=r).values[-1])),
-                    fontsize=6, color="0.5", xytext=(2, 0), textcoords="offset points",
-                    va="center")
-    ax.errorbar(s2, _n0(ds["bayes_risk"]).values, _n0(ds["bayes_se"]).values, color="k",
-                ls="--", lw=1, label="Bayes floor (posterior mean)")
-    ax.errorbar(s2, _n0(ds["ols_risk"]).values, _n0(ds["ols_se"]).values, color="k", ls=":",
-                lw=1, label="least squares")
+    fig, axes = plt.subplots(1, s0s.size, figsize=(7.5 * s0s.size, 5.2), layout="constrained",
+                             squeeze=False)
     colors = scale_colors(plt, ds["size"].size)
-    for a, size in enumerate(ds["size"].values):
-        ax.errorbar(s2, tab["risk"][a], tab["se"][a], color=colors[a], marker="o", ms=4,
-                    capsize=2, label=f"size {_size_label(ds, size)}, "
-                    f"{int(ds['param_count'].sel(size=size))} params")
     top = float(ds["trivial_risk"])
-    finite = tab["risk"][np.isfinite(tab["risk"])]
-    ax.set_ylim(0, max(top, float(finite.max()) if finite.size else top) * 1.15)
-    ax.set_xlabel("context label noise σ² (evaluation)")
-    ax.set_ylabel("risk E[(ŷ − y_q)²]")
-    ax.set_title("Trained transformers vs the LSA ladder L_r(σ²) = L_r + σ² S_r (grey)")
-    ax.legend(fontsize=7, loc="upper left")
-    add_footer(fig, _footer(ds, fixed), height=0.06)
+    for ax, s0 in zip(axes[0], s0s):
+        sel = {**fixed, "train_label_noise": s0}
+        tab = size_table(ds, **sel)
+        ladder = _n0(ds["ladder_risk"]).sel(train_label_noise=s0)
+        for r in ds["rank_all"].values:
+            curve = ladder.sel(rank_all=r).values
+            ax.plot(s2, curve, color="0.75", lw=0.9, zorder=0)
+            ax.annotate(f"r={int(r)}", (s2[-1], float(curve[-1])), fontsize=6, color="0.5",
+                        xytext=(2, 0), textcoords="offset points", va="center")
+        ax.errorbar(s2, _n0(ds["bayes_risk"]).values, _n0(ds["bayes_se"]).values, color="k",
+                    ls="--", lw=1, label="Bayes floor (posterior mean)")
+        ax.errorbar(s2, _n0(ds["ols_risk"]).values, _n0(ds["ols_se"]).values, color="k",
+                    ls=":", lw=1, label="least squares")
+        for a, size in enumerate(ds["size"].values):
+            ax.errorbar(s2, tab["risk"][a], tab["se"][a], color=colors[a], marker="o", ms=4,
+                        capsize=2, label=f"size {_size_label(ds, size)}, "
+                        f"{int(ds['param_count'].sel(size=size))} params")
+        finite = tab["risk"][np.isfinite(tab["risk"])]
+        ax.set_ylim(0, max(top, float(finite.max()) if finite.size else top) * 1.15)
+        ax.set_xlabel("context label noise σ² (evaluation)")
+        ax.set_ylabel("risk E[(ŷ − y_q)²]")
+        ax.set_title("Trained transformers vs the LSA ladder L_r(σ²) (grey)"
+                     + (f"\npretrained at σ₀² = {s0:g}" if s0s.size > 1 else ""))
+        ax.legend(fontsize=7, loc="upper left")
+    add_footer(fig, _footer(ds, fixed, skip=("train_label_noise",)), height=0.06)
     paths = save_figure(fig, out_dir, "transformer_risk_vs_label_noise", formats)
     plt.close(fig)
     return paths

@@ -358,9 +358,6 @@ def oracle_vars(cfg: TransformerSweepConfig, coords: dict):
         oracle.optimal_risks(cov, int(n), label_noise=1.0, pretrain_label_noise=float(s0))
         - oracle.optimal_risks(cov, int(n), pretrain_label_noise=float(s0)) for s0 in s0s])
         for n in ns])
-    fine = np.linspace(0.0, max(float(s2.max()), 1e-9), 121)
-    theory = np.stack([np.moveaxis(oracle.optimal_risks(
-        cov, int(n), label_noise=fine, pretrain_label_noise=float(s0s[0])), -1, 0) for n in ns])
     best = np.array([[oracle.best_rank(cov, int(n), label_noise=v).rank for v in s2] for n in ns])
     n_batches, batch = _eval_batches(cfg)
     factor = jnp.asarray(np.linalg.cholesky(cov), jnp.result_type(float))
@@ -382,8 +379,6 @@ def oracle_vars(cfg: TransformerSweepConfig, coords: dict):
                          "σ₀²) on prompts with label noise σ² (Theorem B(a), (d))"}),
         "ladder_slope": (("n_context", "train_label_noise", "rank_all"), slope,
                          {"long_name": "S_r: dL_r(σ²)/dσ² of the rank-r LSA optimum"}),
-        "theory_risk_label": (("n_context", "rank_all", "label_noise_fine"), theory,
-                              {"long_name": "L_r + σ² S_r on a fine σ² grid (first σ₀²)"}),
         "best_rank": (nl, best, {"long_name": "r*: best LSA rank under label noise σ²"}),
         "bayes_risk": (nl, bayes[:, 0], {"long_name": "Monte Carlo risk of the Bayes-optimal "
                                          "(posterior-mean) predictor: the floor"}),
@@ -402,7 +397,7 @@ def oracle_vars(cfg: TransformerSweepConfig, coords: dict):
         "covariance": (("i", "j"), cov),
         "trivial_risk": ((), float(np.trace(cov)), {"long_name": "risk of ŷ = 0: tr Λ"}),
     }
-    new_coords = {"label_noise": s2, "rank_all": np.arange(d + 1), "label_noise_fine": fine,
+    new_coords = {"label_noise": s2, "rank_all": np.arange(d + 1),
                   "ridge_lambda": lams, "i": np.arange(d), "j": np.arange(d)}
     return data_vars, new_coords, {"head_dim": cfg.model.head_dim,
                                    "mlp_ratio": cfg.model.mlp_ratio}
@@ -521,7 +516,7 @@ def summary(ds) -> str:
 
     lines = []
     cell, fixed = _first(ds)
-    fixed_text = ", ".join(f"{k}={v:g}" for k, v in fixed.items())
+    fixed_text = ", ".join(f"{k}={v:g}" for k, v in fixed.items() if k != "train_label_noise")
     s2 = ds["label_noise"].values
     for s0 in ds["train_label_noise"].values:
         sel = {**{k: v for k, v in fixed.items() if k != "train_label_noise"},
