@@ -31,16 +31,17 @@ assessed runs into the labelled dataset.  This module runs them:
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import datetime
 import functools
 import json
 import subprocess
+import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -195,6 +196,29 @@ def _chunks(steps: int, chunk_steps: int) -> list[int]:
     if steps % chunk_steps:
         sizes.append(steps % chunk_steps)
     return sizes
+
+
+@contextlib.contextmanager
+def _heartbeat(bar, text: str, every: float = 1.0):
+    """Show ``text`` on the progress bar and keep its clock ticking while a long blocking
+    step (evaluation) runs, so the bar never sits silent at 100 %."""
+    if bar is None or bar.disable:
+        yield
+        return
+    bar.set_description(text)
+    done = threading.Event()
+
+    def tick():
+        while not done.wait(every):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _progress(total, quiet):
@@ -355,7 +379,8 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
         keep = run_id >= 0
         params = jax.tree_util.tree_map(lambda a: a[keep], params)
         rows_kept = np.flatnonzero(keep) + local.start
-        finals = finalize_group(cfg, setting, group, rows_kept, params, loss[keep])
+        with _heartbeat(bar, f"group {gi + 1}/{len(groups)}: evaluating {int(keep.sum())} runs"):
+            finals = finalize_group(cfg, setting, group, rows_kept, params, loss[keep])
         store.save_checked(done_file, finals, {"code_hash": code})
         finals_by_group.append(finals)
         if ckpt_file.exists():

@@ -138,12 +138,14 @@ def main(argv=None) -> int:
 
     _say(f"training: population mode, reduced, ranks 1..8 x {args.seeds} seeds ...")
     pop = linear.train(key, cov, n, ranks, mode="population", parametrization="reduced",
-                       seeds=args.seeds, steps=3000, learning_rate=0.05, eval_prompts=args.eval_prompts)
+                       seeds=args.seeds, steps=3000, learning_rate=0.05, eval_prompts=args.eval_prompts,
+                       progress=True)
     print(_rank_table(pop, f"Population mode, reduced Γ = A Bᵀ, Adam 3000 steps, {args.seeds} seeds "
                            f"[{pop.wall_time:.1f} s]"))
     mc_kwargs = dict(mode="monte_carlo", seeds=args.seeds, steps=args.steps, batch=args.batch,
                      learning_rate=args.lr, init_scale=args.init_scale, adam_b1=args.adam_b1,
-                     average_tail=args.average_tail, eval_prompts=args.eval_prompts)
+                     average_tail=args.average_tail, eval_prompts=args.eval_prompts,
+                     progress=True)
     results = {}
     for par in ("reduced", "block"):
         _say(f"\ntraining: Monte Carlo, {par}, {args.steps} steps x batch {args.batch} ...")

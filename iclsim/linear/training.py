@@ -31,6 +31,7 @@ import optax
 
 from iclsim._validation import check_covariance, check_in_range, check_int, check_nonnegative
 from iclsim.engine.evaluate import mean_and_se, risk_grid
+from iclsim.engine.runner import train_runs
 from iclsim.engine.trainer import SCHEDULES, ScheduleConfig, adam, build_trainer, lbfgs, switch_at
 from iclsim.linear import model as lsa
 from iclsim.linear import oracle
@@ -220,12 +221,6 @@ def linear_trainer(static: TrainStatic):
         init_params, loss, steps=static.steps, optimizer=optimizer(static),
         average_tail=static.average_tail,
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _vmapped_train(static: TrainStatic):
-    trainer = linear_trainer(static)
-    return jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))
 
 
 @dataclass
@@ -521,6 +516,7 @@ def train(
     lbfgs_fraction=None,
     sampler="statistic",
     loo=False,
+    progress=False,
 ) -> LinearTrainResult:
     """Train rank-limited LSA models for every (rank, seed) in one compiled program.
 
@@ -556,6 +552,7 @@ def train(
         ``"tokens"`` (every example drawn; the reference).  Also used for the test risk.
     loo : Monte Carlo, reduced/block: every example of an (N + 1)-example prompt is a
         query for the other N (token sampler; same objective, far less gradient noise).
+    progress : show a progress bar (stderr) while training (same numbers either way).
 
     Returns
     -------
@@ -596,7 +593,7 @@ def train(
     train_key, eval_key = jax.random.split(key)
     keys = jax.vmap(lambda s: jax.random.fold_in(train_key, s))(jnp.asarray(run_seed))
     start = time.perf_counter()
-    params, metrics = _vmapped_train(static)(keys, hyper, data)
+    params, metrics = train_runs(linear_trainer(static), keys, hyper, data, progress=progress)
     params = jax.block_until_ready(params)
     wall = time.perf_counter() - start
 

@@ -36,6 +36,7 @@ import optax
 
 from iclsim._validation import check_in_range, check_int
 from iclsim.engine.evaluate import mean_and_se, risk_grid
+from iclsim.engine.runner import train_runs
 from iclsim.engine.trainer import (
     SCHEDULES,
     ScheduleConfig,
@@ -353,12 +354,6 @@ def parity_trainer(static: ParityStatic):
                          optimizer=optimizer(static))
 
 
-@functools.lru_cache(maxsize=64)
-def _vmapped_train(static: ParityStatic):
-    trainer = parity_trainer(static)
-    return jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))
-
-
 def classify_runs(block_mass, readout, heads, gamma, finite, *, mass=0.99, readout_rtol=0.02):
     """Verdict per run from attention masses (runs, m_max, K) and readouts (runs, m_max).
 
@@ -537,12 +532,14 @@ class ParityTrainResult:
 def train(key, pi, n_context, k, heads, *, mode="monte_carlo", protocol="progressive", seeds=1,
           steps=6000, batch=256, learning_rate=0.1, init_scale=None, loo=True, distractor_bits=0,
           m_max=None, schedule="cosine", final_lr_fraction=0.01, eval_prompts=16384,
-          adam_b1=None, readout_warmup=0.1, lbfgs_fraction=None, logit_step=None):
+          adam_b1=None, readout_warmup=0.1, lbfgs_fraction=None, logit_step=None,
+          progress=False):
     """Train m-head parity models for every (m, seed) in one compiled program.
 
     Parameters follow :class:`ParityStatic`; ``heads`` is an iterable of head
     counts in [1, K].  Seed s uses ``fold_in(key, s)`` for every m.
     Returns :class:`ParityTrainResult` with verdicts from :func:`classify_runs`.
+    ``progress=True`` shows a progress bar (stderr) while training (same numbers).
 
     The defaults are the recipe that makes progressive training reliable on the
     canonical example (``docs/parity.md``, "Training protocols"): each head
@@ -592,7 +589,7 @@ def train(key, pi, n_context, k, heads, *, mode="monte_carlo", protocol="progres
     train_key, eval_key = jax.random.split(key)
     keys = jax.vmap(lambda s: jax.random.fold_in(train_key, s))(jnp.asarray(run_seed))
     start = time.perf_counter()
-    params, metrics = _vmapped_train(static)(keys, hyper, data)
+    params, metrics = train_runs(parity_trainer(static), keys, hyper, data, progress=progress)
     params = jax.block_until_ready(params)
     wall = time.perf_counter() - start
     loss = np.asarray(metrics["loss"], float)
