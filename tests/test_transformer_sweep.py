@@ -176,8 +176,8 @@ TINY = textwrap.dedent(
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("transformer")
-    cfg = parse(TransformerSweepConfig,
-                apply_overrides(tomllib.loads(TINY), [f"output_dir='{root}'", "figures.formats=['png']"]))
+    overrides = [f"output_dir='{root}'", "figures.formats=['png']"]
+    cfg = parse(TransformerSweepConfig, apply_overrides(tomllib.loads(TINY), overrides))
     return cfg, run_sweep(cfg, TRANSFORMER, quiet=True)
 
 

@@ -522,9 +522,8 @@ def summary(ds) -> str:
         sel = {**{k: v for k, v in fixed.items() if k != "train_label_noise"},
                "train_label_noise": s0}
         tab = size_table(ds, **sel)
-        c = ds.sel(**sel)
-        slope_th = c["ladder_slope"].sel(n_context=c["n_context"]) if "n_context" in \
-            c["ladder_slope"].dims else c["ladder_slope"]
+        c = ds.sel(**sel)  # one N, learning rate, init scale and σ₀²
+        slope_th = c["ladder_slope"]
         rows = []
         for a, size in enumerate(ds["size"].values):
             verdicts = c.sel(size=size)["verdict"].values.ravel().astype(str)
@@ -549,16 +548,13 @@ def summary(ds) -> str:
                                          f"gap Bayes σ²={s2[0]:g}", f"gap σ²={s2[-1]:g}"), title))
         lines.append("")
         best, support = best_size(ds, **sel)
-        r_star = c["best_rank"].isel(n_context=0).values if "n_context" in \
-            c["best_rank"].dims else c["best_rank"].values
+        r_star = c["best_rank"].values
         rows = []
         for j, v in enumerate(s2):
             risks = [f"{tab['risk'][a, j]:.3f}±{tab['se'][a, j]:.3f}"
                      for a in range(ds["size"].size)]
-            bayes = c["bayes_risk"].sel(label_noise=v)
-            bayes = float(bayes.isel(n_context=0) if "n_context" in bayes.dims else bayes)
-            ols = c["ols_risk"].sel(label_noise=v)
-            ols = float(ols.isel(n_context=0) if "n_context" in ols.dims else ols)
+            bayes = float(c["bayes_risk"].sel(label_noise=v))
+            ols = float(c["ols_risk"].sel(label_noise=v))
             b = best[j]
             rows.append((f"{v:g}", *risks, f"{bayes:.3f}", f"{ols:.3f}",
                          "all excluded" if not np.isfinite(b) else int(b),
