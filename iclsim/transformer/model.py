@@ -93,8 +93,8 @@ def init_weights(key, shape: Shape, heads, width, layers, init_scale=1.0, dtype=
     depth = jnp.sqrt(2.0 * jnp.maximum(jnp.asarray(layers, dtype), 1.0))
 
     def normal(k, shp, fan_in, extra=1.0):
-        std = scale * extra / jnp.sqrt(jnp.asarray(fan_in, dtype))
-        return jax.random.normal(k, shp, dtype) * std
+        return (jax.random.normal(k, shp, dtype) * scale * extra
+                / jnp.sqrt(jnp.asarray(fan_in, dtype)))
 
     L, D, H, E, F = s.layers, s.width, s.heads, s.head_dim, s.hidden
     zeros = lambda *shp: jnp.zeros(shp, dtype)  # noqa: E731
