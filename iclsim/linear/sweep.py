@@ -100,6 +100,9 @@ class TrainConfig(CommonTrain):
     sampler: str = spec("statistic", "monte_carlo prompts: statistic (exactly what the LSA reads, "
                         "O(d²) per prompt) or tokens (every example drawn; the reference)",
                         choices=SAMPLERS)
+    u_lr_scale: float = spec(1.0, "block: u's learning rate as a fraction of the others' (u drifts "
+                             "under Adam, Γ = u A Bᵀ being invariant to u → cu, A → A/c; 0.1 keeps "
+                             "it near 1)", lo=0.0, hi=1.0)
     loo: bool = spec(False, "monte_carlo, reduced/block: each of N + 1 examples is the query "
                      "of the other N (same objective, much less gradient noise; tokens sampler)")
 
@@ -163,7 +166,7 @@ def _static(cfg: LinearSweepConfig, n_context: int) -> TrainStatic:
         schedule=cfg.train.schedule, final_lr_fraction=cfg.train.final_lr_fraction,
         average_tail=cfg.train.average_tail,
         train_noise=any(s > 0 for s in cfg.axes.train_label_noise), adam_b1=cfg.train.adam_b1,
-        sampler=cfg.train.sampler, loo=cfg.train.loo,
+        sampler=cfg.train.sampler, loo=cfg.train.loo, u_lr_scale=cfg.train.u_lr_scale,
     )
 
 
