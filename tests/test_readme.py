@@ -29,7 +29,7 @@ SMALL_RUN = {
                "eval.test_prompts=256", "eval.batch=128"],
 }
 SMALL_MAIN = ["--steps", "20", "--batch", "16", "--seeds", "1", "--full-steps", "20",
-              "--eval-prompts", "256"]
+              "--eval-prompts", "256", "--population-steps", "40"]
 
 
 def readme_steps(text: str) -> list[tuple[str, str]]:

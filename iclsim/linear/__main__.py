@@ -117,6 +117,9 @@ def main(argv=None) -> int:
                         help="Polyak-average the last fraction of Monte Carlo iterates (default 0.25)")
     parser.add_argument("--full-steps", type=int, default=2000,
                         help="steps of the full-LSA runs (random vs block init; default 2000, batch 256)")
+    parser.add_argument("--population-steps", type=int, default=3000,
+                        help="steps of the population-mode runs (default 3000: Adam, then an "
+                             "L-BFGS finish)")
     parser.add_argument("--seeds", type=int, default=4, help="seeds per rank (default 4)")
     parser.add_argument("--eval-prompts", type=int, default=65536, help="held-out prompts per run")
     parser.add_argument("--quick", action="store_true", help="small run (1000 steps, batch 128, 2 seeds)")
@@ -138,9 +141,10 @@ def main(argv=None) -> int:
 
     _say(f"training: population mode, reduced, ranks 1..8 x {args.seeds} seeds ...")
     pop = linear.train(key, cov, n, ranks, mode="population", parametrization="reduced",
-                       seeds=args.seeds, steps=3000, learning_rate=0.05, eval_prompts=args.eval_prompts,
+                       seeds=args.seeds, steps=args.population_steps, learning_rate=0.05, eval_prompts=args.eval_prompts,
                        progress=True)
-    print(_rank_table(pop, f"Population mode, reduced Γ = A Bᵀ, Adam 3000 steps, {args.seeds} seeds "
+    print(_rank_table(pop, f"Population mode, reduced Γ = A Bᵀ, {args.population_steps} steps, "
+                           f"{args.seeds} seeds "
                            f"[{pop.wall_time:.1f} s]"))
     mc_kwargs = dict(mode="monte_carlo", seeds=args.seeds, steps=args.steps, batch=args.batch,
                      learning_rate=args.lr, init_scale=args.init_scale, adam_b1=args.adam_b1,
