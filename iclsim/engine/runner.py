@@ -25,7 +25,9 @@ def _whole(trainer):
 
 @functools.lru_cache(maxsize=64)
 def _pieces(trainer, n_steps: int):
-    init = jax.jit(jax.vmap(trainer.init, in_axes=(0, 0, None)))
+    from iclsim.engine.sweep import strong_init
+
+    init = jax.jit(jax.vmap(strong_init(trainer.init), in_axes=(0, 0, None)))
     run = jax.jit(jax.vmap(lambda s, h, d: trainer.run(s, h, d, n_steps), in_axes=(0, 0, None)))
     final = jax.jit(jax.vmap(trainer.averaged_params))
     return init, run, final

@@ -108,12 +108,28 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def strong_init(init):
+    """``init`` with every leaf of the state strongly typed.
+
+    Some optax states start with weakly typed scalars (e.g. L-BFGS's line-search info)
+    that come back strongly typed from the first chunk; without this the second chunk
+    (or a state restored from a checkpoint) would be traced and compiled again.
+    """
+
+    def wrapped(*args):
+        return jax.tree_util.tree_map(
+            lambda x: jax.lax.convert_element_type(x, x.dtype)
+            if getattr(x, "weak_type", False) else x, init(*args))
+
+    return wrapped
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled(trainer_fn, static, n_steps: int, mesh: Mesh):
     """jit(vmap(init)) and jit(vmap(run n_steps)), sharded over the run axis; cached."""
     trainer = trainer_fn(static)
     rows = NamedSharding(mesh, P("runs"))
-    init = jax.jit(jax.vmap(trainer.init, in_axes=(0, 0, None)), out_shardings=rows)
+    init = jax.jit(jax.vmap(strong_init(trainer.init), in_axes=(0, 0, None)), out_shardings=rows)
 
     def chunk(state, hyper, data):
         return trainer.run(state, hyper, data, n_steps)
