@@ -22,7 +22,11 @@ and gives
   under ``lax.scan`` (``n_steps`` static), resumable: the per-step data key is
   ``fold_in(state.key, step)`` and everything else that depends on time reads a
   step count carried in the optimizer state, so running 3 chunks equals running
-  once, bitwise;
+  once, bitwise (``run(n)`` three times == ``run(3n)``, also under ``vmap``; a
+  checkpointed state resumes bitwise).  ``train`` below is one XLA program; under
+  ``vmap`` XLA may lay it out differently from separate ``init`` and ``run``
+  programs, so it agrees with them to rounding (measured 1e-17 after one step;
+  chaotic finishes such as a float32 line search can amplify that);
 * ``train(key, hyper, data) -> (params, metrics)`` — init then all steps.
 
 Every step calls ``optimizer.update(grads, opt_state, weights, value=loss,
@@ -193,8 +197,9 @@ def monotone(inner, rtol=None) -> optax.GradientTransformationExtraArgs:
 
     Needs the extra arguments ``value`` and ``value_fn`` (the engine passes them).
     An update whose trial value is not finite or exceeds ``value + rtol·|value|``
-    is replaced by zeros (``inner``'s state still advances, so the next proposal
-    differs).  ``rtol`` defaults to 1000 eps of the value's dtype, above the
+    is replaced by zeros and ``inner`` restarts from a fresh state at the same
+    weights (for L-BFGS: its memory is cleared, the standard restart after a
+    failed line search).  ``rtol`` defaults to 1000 eps of the value's dtype, above the
     objective's own rounding noise, below which "lower" cannot be decided: the
     noise is eps times the size of the terms that cancel in the objective, not
     of the objective (a strict test stalled a float32 L-BFGS on the flat logit
@@ -219,18 +224,31 @@ def monotone(inner, rtol=None) -> optax.GradientTransformationExtraArgs:
         updates = jax.tree_util.tree_map(
             lambda u: jnp.where(keep, u, jnp.zeros_like(u)), proposed
         )
+        fresh = inner.init(params)
+        inner_state = jax.tree_util.tree_map(
+            lambda new, restart: jnp.where(keep, new, restart), inner_state, fresh
+        )
         return updates, MonotoneState(inner_state)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def lbfgs(memory_size: int = 20, max_linesearch_steps: int = 30):
-    """``optax.lbfgs`` with its zoom line search (a ``lax.while_loop``: jit- and vmap-able),
-    guarded by :func:`monotone` so that it stops at its numerical floor."""
+def lbfgs(memory_size: int = 20, max_linesearch_steps: int = 30, curv_rtol: float = 0.99):
+    """``optax.lbfgs`` with its zoom line search, guarded by :func:`monotone`.
+
+    The line search is a ``lax.while_loop`` (jit- and vmap-able).  Its curvature
+    condition |φ'(t)| ≤ ``curv_rtol``·|φ'(0)| is relaxed from optax's 0.9 to 0.99:
+    in float32 the directional derivative carries rounding noise and, measured in
+    setting 1 (λ_r/λ_{r+1} − 1 = 1.2e-2), the 0.9 condition was never met, the line
+    search shrank the step to 1e-10 and L-BFGS stalled at a relative Γ error of
+    2e-2 for 1000 iterations; with 0.99 it reaches 3e-6.  Float64 runs are
+    unaffected (1e-14 either way).
+    """
     return monotone(optax.lbfgs(
         memory_size=memory_size,
         linesearch=optax.scale_by_zoom_linesearch(
-            max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"
+            max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one",
+            curv_rtol=curv_rtol,
         ),
     ))
 

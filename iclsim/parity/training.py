@@ -229,7 +229,7 @@ def _fresh_start(static: ParityStatic, heads):
     (α of the earlier heads *after* this step's update) to row h of the logits, so
     that phase h starts uniform on the bits not yet covered (plus the row's init
     noise: the row was frozen since init).  The readout of head h needs no reset: it
-    has been frozen at 0 since init.  The step count lives in the state, so the
+    has been frozen at 0 since init (``parity_trainer``'s init).  The step count lives in the state, so the
     protocol stays a pure function of (weights, optimizer state) and resumes
     bitwise.  Head 0's fresh start, log 1 = 0, is its init.
     """
@@ -337,17 +337,16 @@ def parity_trainer(static: ParityStatic):
     ``hyper`` per run: ``heads``, ``learning_rate``, ``init_scale``,
     ``label_flip``, ``bit_flip`` (training noise; used when ``static.train_noise``).
     ``data``: ``{"pi": π}``.  The protocol is the optax chain of :func:`optimizer`;
-    the progressive protocol starts with every readout but head 0's at 0.
+    the progressive protocol starts every readout at 0 (head h's readout stays 0 and
+    frozen until its phase, so the head contributes nothing before it).
     """
     cfg = static.model_config()
-    m_max = static.m_max
 
     def init_params(key, hyper, data):
         params = pm.init(key, cfg, heads=hyper["heads"], scale=hyper["init_scale"])
         if static.protocol == "progressive":
             w = params["weights"]
-            first = (jnp.arange(m_max) < 1).astype(w["readout"].dtype)
-            params = {**params, "weights": {**w, "readout": w["readout"] * first}}
+            params = {**params, "weights": {**w, "readout": jnp.zeros_like(w["readout"])}}
         return params
 
     return build_trainer(init_params, _loss_fn(static), steps=static.steps,
@@ -587,7 +586,7 @@ def train(key, pi, n_context, k, heads, *, mode="monte_carlo", protocol="progres
     }
     data = {"pi": jnp.asarray(pi, dtype)}
     train_key, eval_key = jax.random.split(key)
-    keys = jax.vmap(lambda s: jax.random.fold_in(train_key, s))(jnp.asarray(run_seed))
+    keys = jax.vmap(lambda s: jax.random.fold_in(train_key, s))(jnp.asarray(run_seed, jnp.int32))
     start = time.perf_counter()
     params, metrics = train_runs(parity_trainer(static), keys, hyper, data, progress=progress)
     params = jax.block_until_ready(params)
