@@ -16,8 +16,16 @@ sampling); ``"monte_carlo"`` trains on fresh prompts, with the squared loss of
 the query or (``loo=True``) the leave-one-out loss over N + 1 examples, each the
 query for the other N (same population loss, less gradient noise).
 
+Each protocol is an optax transformation (:func:`optimizer`): freezing is a
+step-dependent mask on gradients and updates, the fresh start of a head is an
+update (:func:`_fresh_start`), the per-phase restarts are ``optax.join_schedules``.
+Population mode ends with L-BFGS on all active heads (the last
+``lbfgs_fraction`` = 25 % of the steps) and moves the progressive logits by
+normalised gradient descent (``logit_step``); it reaches R_m to rounding.
+
 Every run gets a verdict from its attention masses and readout: see
-:func:`classify_runs`.
+:func:`classify_runs`; in population mode a run also needs a gradient at the
+rounding floor (``converged``, :func:`converged_tolerance`).
 """
 
 from __future__ import annotations
@@ -229,12 +237,11 @@ def _fresh_start(static: ParityStatic, heads):
     (α of the earlier heads *after* this step's update) to row h of the logits, so
     that phase h starts uniform on the bits not yet covered (plus the row's init
     noise: the row was frozen since init).  The readout of head h needs no reset: it
-    has been frozen at 0 since init (``parity_trainer``'s init).  The step count lives in the state, so the
-    protocol stays a pure function of (weights, optimizer state) and resumes
+    has been frozen at 0 since init (``parity_trainer``'s init).  The step count lives
+    in the state, so the protocol stays a pure function of (weights, optimizer state) and resumes
     bitwise.  Head 0's fresh start, log 1 = 0, is its init.
     """
     phase, _ = _phases(static, heads)
-    idx = jnp.arange(static.m_max)
     k = static.k
 
     def init(params):
@@ -242,6 +249,7 @@ def _fresh_start(static: ParityStatic, heads):
         return _CountState(jnp.zeros((), jnp.int32))
 
     def update(updates, state, params):
+        idx = jnp.arange(static.m_max)
         h, start = phase(state.count + 1)
         begins = (state.count + 1 == start) & (h >= 1)
         logits = params["logits"] + updates["logits"]
@@ -290,9 +298,9 @@ def optimizer(static: ParityStatic):
     """
     sched = ScheduleConfig(kind=static.schedule, steps=static.adam_steps,
                            final_fraction=static.final_lr_fraction)
-    idx = jnp.arange(static.m_max)
 
     def progressive(hyper):
+        idx = jnp.arange(static.m_max)  # built while tracing: int32 or int64 as configured
         phase, length = _phases(static, hyper["heads"])
         boundaries = [jnp.where(h < hyper["heads"], h * length, static.steps + 1)
                       for h in range(1, static.m_max)]
@@ -422,13 +430,17 @@ def evaluate(key, params, pi, n_context, k, *, label_flip=0.0, bit_flip=0.0, dis
 
 
 def converged_tolerance(dtype) -> float:
-    """Largest :func:`gradient_norm` of a ``converged`` population run: 1000·eps.
+    """Largest :func:`gradient_norm` of a ``converged`` population run: max(1000 eps, 1e-10).
 
     The loss (5) is O(1) (y = ±1, L = 1 at c = 0), so the gradient needs no
-    rescaling.  Measured at the end of population training: 1e-16…1e-13 in float64,
-    1e-8…1e-5 in float32, below 100 eps.
+    rescaling.  Measured at the end of population training (30 random instances,
+    K ≤ 4, k ≤ 3, N ≤ 16): float32 ≤ 3e-6 where the finish completed, 2e-4 where
+    its line search stalled (k = 3; relative gap to R_m 4e-6); float64 ≤ 6e-13, and
+    up to 3e-11 in other runs: there the finish ends on the loss's rounding floor
+    with a little gradient left along the flat logit directions (softmax near
+    saturation), hence the 1e-10 floor of the tolerance.
     """
-    return 1000.0 * float(jnp.finfo(dtype).eps)
+    return max(1000.0 * float(jnp.finfo(dtype).eps), 1e-10)
 
 
 def gradient_norm(params, pi, n_context, k, *, distractor_bits=0):
@@ -551,8 +563,11 @@ def train(key, pi, n_context, k, heads, *, mode="monte_carlo", protocol="progres
     the whole run: phases are ``adam_steps // m`` long, ``adam_steps`` being all
     steps but the last ``lbfgs_fraction`` (population mode: 25 %), in which
     L-BFGS trains all heads jointly on the exact loss.  With these defaults,
-    population mode ends at R_m to a relative 1e-13 (float64) whenever the heads
-    pick the top-m blocks.
+    population mode picked the top-m blocks in all of 30 random instances (K ≤ 4,
+    k ≤ 3, N ≤ 16, π_j/π_{j+1} ≥ 1.02) and ended at R_m to a relative 1.3e-15
+    (readout at γ to 4e-11) in float64; in float32 to 3e-7 (readout 5e-4),
+    except two k = 3 runs whose line search stalled (gap 4e-6, flagged
+    ``not_converged``).
     """
     pi = oracle.check_pi(pi)
     n_features = len(pi)
