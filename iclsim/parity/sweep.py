@@ -96,6 +96,9 @@ class TrainConfig(CommonTrain):
                                  "monte_carlo mode)", lo=0.0, hi=0.9999)
     readout_warmup: float = spec(0.1, "progressive: fraction of each phase in which only the "
                                  "readouts train", lo=0.0, hi=0.9)
+    lbfgs_fraction: float | None = spec(None, "population: fraction of the steps (the last) run "
+                                        "by L-BFGS on the exact loss (unset: the training "
+                                        "default, 0.25)", lo=0.0, hi=0.9)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,7 @@ def _static(cfg: ParitySweepConfig, n_context: int) -> ParityStatic:
         loo=cfg.train.loo, schedule=cfg.train.schedule,
         final_lr_fraction=cfg.train.final_lr_fraction, train_noise=False,
         adam_b1=cfg.train.adam_b1, readout_warmup=cfg.train.readout_warmup,
+        lbfgs_fraction=None if mc else cfg.train.lbfgs_fraction,
     )
 
 
