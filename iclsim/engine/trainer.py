@@ -147,8 +147,9 @@ def step_mask(mask_fn: Callable) -> optax.GradientTransformation:
 
     ``mask_fn(count) -> pytree`` (a prefix of the updates' structure, leaves
     broadcastable against them, e.g. one 0/1 entry per row; ``None`` leaves a
-    subtree unchanged) where ``count`` is the
-    number of previous updates, carried in this transformation's state.  Placed
+    subtree unchanged) where ``count`` is the number of previous updates, carried
+    in this transformation's state (any factor works, e.g. a per-leaf learning-rate
+    scale).  Placed
     before a stateful optimizer it zeroes gradients (the optimizer's moments see
     nothing of a frozen row); placed after it, it zeroes the update itself (Adam's
     momentum would otherwise keep moving a row whose gradient is zeroed).  It is
@@ -161,6 +162,7 @@ def step_mask(mask_fn: Callable) -> optax.GradientTransformation:
 
     def update(updates, state, params=None):
         del params
+
         def apply(m, u):
             if m is None:
                 return u
