@@ -21,7 +21,7 @@ def test_linear_train_progress_is_the_same(capsys):
 
 def test_parity_train_progress_is_the_same(capsys):
     pi = [0.5, 0.3, 0.2]
-    kw = dict(mode="population", seeds=1, steps=30, eval_prompts=256)
+    kw = dict(mode="monte_carlo", seeds=1, steps=30, batch=16, eval_prompts=256)
     quiet = parity.train(jax.random.key(1), pi, 8, 2, [1, 2], **kw)
     shown = parity.train(jax.random.key(1), pi, 8, 2, [1, 2], progress=True, **kw)
     np.testing.assert_allclose(shown.loss, quiet.loss, rtol=1e-12)
