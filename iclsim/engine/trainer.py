@@ -176,18 +176,47 @@ def step_mask(mask_fn: Callable) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+class SwitchState(NamedTuple):
+    count: jax.Array
+    first: Any
+    second: Any
+
+
 def switch_at(first, second, boundary) -> optax.GradientTransformationExtraArgs:
     """``first`` for the steps before ``boundary`` (may be traced), ``second`` from then on.
 
-    ``optax.chain`` of two ``optax.conditionally_transform``: before the boundary
-    the second passes the first's update through; from it on the first passes the
-    gradient through to the second.  Each keeps its own state (the second starts
-    fresh at the boundary, e.g. an L-BFGS memory).
+    Each keeps its own state; the second starts fresh at the boundary (e.g. an
+    L-BFGS memory).  One ``lax.cond`` picks the transformation.  Under ``vmap``
+    with a per-run step count (the sweep's chunks) a ``cond`` computes both branches
+    and selects, so the branch not in use gets a zero gradient: an L-BFGS line
+    search on a zero direction ends after one evaluation instead of running on
+    every Adam step (measured: 24 parity runs, 2000 steps, in chunks: 57 s → 17 s).
     """
-    return optax.chain(
-        optax.conditionally_transform(first, lambda count: count < boundary),
-        optax.conditionally_transform(second, lambda count: count >= boundary),
-    )
+    first = optax.with_extra_args_support(first)
+    second = optax.with_extra_args_support(second)
+
+    def init(params):
+        return SwitchState(jnp.zeros((), jnp.int32), first.init(params), second.init(params))
+
+    def update(updates, state, params=None, **extra):
+        on = state.count >= boundary
+
+        def gated(flag):
+            return jax.tree_util.tree_map(lambda g: jnp.where(flag, g, jnp.zeros_like(g)),
+                                          updates)
+
+        def run_first(_):
+            u, s1 = first.update(gated(~on), state.first, params, **extra)
+            return u, s1, state.second
+
+        def run_second(_):
+            u, s2 = second.update(gated(on), state.second, params, **extra)
+            return u, state.first, s2
+
+        new, s1, s2 = jax.lax.cond(on, run_second, run_first, None)
+        return new, SwitchState(optax.safe_increment(state.count), s1, s2)
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 class MonotoneState(NamedTuple):
