@@ -5,7 +5,8 @@
     iclsim show RESULTS...
     iclsim plot RESULTS... [--out DIR] [--format png --format pdf]
     iclsim keys [SETTING]
-    iclsim compare LINEAR_RESULT PARITY_RESULT [--out DIR]
+    iclsim compare LINEAR_RESULT PARITY_RESULT [LLM_RESULT] [--out DIR]
+    iclsim llm fetch NAME... | iclsim llm models
 
 Errors in sweep files and overrides are one line naming the key and what is
 allowed, with exit status 2.
@@ -23,6 +24,7 @@ from iclsim.engine.config import (
     ConfigError, apply_overrides, describe, describe_markdown, load_toml, parse,
 )
 from iclsim.engine.store import SweepLocked
+from iclsim.llm.errors import LLMError
 
 from iclsim.engine.setting import get_setting, setting_names
 
@@ -155,14 +157,18 @@ def _cmd_keys(args) -> int:
     return 0
 
 
-def _compare_dir(linear_path, linear, parity) -> Path:
-    """Default output of ``compare``: ``<results root>/compare-<linear hash>-<parity hash>/``,
-    the results root being the folder that holds the linear result's config folder."""
+def _compare_dir(linear_path, linear, parity, llm=None) -> Path:
+    """Default output of ``compare``: ``<results root>/compare-<linear hash>-<parity hash>
+    [-<llm hash>]/``, the results root being the folder that holds the linear result's
+    config folder."""
     resolved = _resolve(linear_path)
     folder = resolved if resolved.is_dir() else resolved.parent
     root = folder.parent.parent if (folder / "provenance.json").exists() else folder.parent
-    return root / (f"compare-{linear.attrs.get('config_hash', 'linear')}-"
-                   f"{parity.attrs.get('config_hash', 'parity')}")
+    name = (f"compare-{linear.attrs.get('config_hash', 'linear')}-"
+            f"{parity.attrs.get('config_hash', 'parity')}")
+    if llm is not None:
+        name += f"-{llm.attrs.get('config_hash', 'llm')}"
+    return root / name
 
 
 def _cmd_compare(args) -> int:
@@ -176,10 +182,17 @@ def _cmd_compare(args) -> int:
     if parity_setting.name != "parity":
         raise ConfigError(f"{args.parity}: PARITY_RESULT is a {parity_setting.name} result; "
                           "give a parity one, e.g. from sweeps/parity_label_flip.toml")
-    out = Path(args.out) if args.out else _compare_dir(args.linear, linear, parity)
+    llm = None
+    if args.llm:
+        llm, llm_setting = _load(args.llm)
+        if llm_setting.name != "llm":
+            raise ConfigError(f"{args.llm}: LLM_RESULT is a {llm_setting.name} result; give an "
+                              "llm one, e.g. from sweeps/llm_quick.toml")
+    out = Path(args.out) if args.out else _compare_dir(args.linear, linear, parity, llm)
     _check_writable(out, "--out")
     try:
-        paths = compare.scale_vs_noise(linear, parity, out, tuple(args.format or ("png", "pdf")))
+        paths = compare.scale_vs_noise(linear, parity, out, tuple(args.format or ("png", "pdf")),
+                                       llm_ds=llm)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for path in paths:
@@ -256,12 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("parity", metavar="PARITY_RESULT",
                          help="a parity sweep folder or its result.nc with more than one "
                               "eval.label_flip value (e.g. from sweeps/parity_label_flip.toml)")
+    compare.add_argument("llm", metavar="LLM_RESULT", nargs="?",
+                         help="optional: an llm sweep folder or its result.nc (real language "
+                              "models, e.g. from sweeps/llm_quick.toml): a third column")
     compare.add_argument("--out", metavar="DIR",
                          help="output folder (default: <results root>/compare-<linear config "
                               "hash>-<parity config hash>/ beside the results)")
     compare.add_argument("--format", action="append", choices=("png", "pdf", "svg"),
                          help="figure format (repeatable; default png and pdf)")
     compare.set_defaults(func=_cmd_compare)
+    from iclsim.llm.cli import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 
@@ -300,7 +319,7 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"iclsim: error: {exc}", file=sys.stderr)
         return 2
-    except SweepLocked as exc:
+    except (SweepLocked, LLMError) as exc:
         print(f"iclsim: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -110,12 +110,56 @@ def _best_panel(ax, panel, fine_lines, symbol, name):
     return agree, int(np.sum(np.isfinite(sim)))
 
 
+def _llm_panels(top, bottom, plt, ds):
+    """Real LMs: pooled accuracy vs p per model (top); the most accurate model per p (bottom)."""
+    n = ds["n_params_model"].values
+    order = np.argsort(n, kind="stable")
+    models = [str(m) for m in ds["model"].values[order]]
+    sel = dict(k=ds["k"].values[0], label_words=ds["label_words"].values[0],
+               input_noise=ds["input_noise"].values[0])
+    pre = "pooled_acc" if "pooled_acc_mean" in ds and ds.sizes["task"] > 1 else "acc"
+    if pre == "acc":
+        sel["task"] = ds["task"].values[0]
+    p = ds["label_flip"].values
+    colors = plt.cm.plasma(np.linspace(0.05, 0.8, max(len(models), 1)))
+    means = []
+    for color, model, size in zip(colors, models, n[order]):
+        m = ds[f"{pre}_mean"].sel(model=model, **sel).transpose("label_flip").values
+        lo = ds[f"{pre}_lo"].sel(model=model, **sel).transpose("label_flip").values
+        hi = ds[f"{pre}_hi"].sel(model=model, **sel).transpose("label_flip").values
+        means.append(m)
+        label = f"{model} ({size / 1e6:.0f}M)" if size > 0 else model
+        top.errorbar(p, m, yerr=[m - lo, hi - m], fmt="o-", ms=3.5, capsize=2, color=color,
+                     label=label)
+    top.axhline(0.5, color="0.5", ls="--", lw=0.8)
+    top.set_ylim(-0.02, 1.02)
+    top.set_xlabel("fraction of demonstration labels flipped p")
+    top.set_ylabel("accuracy on clean queries")
+    top.legend(fontsize=7, loc="lower left")
+    top.set_title(f"Real LMs (sentiment, k = {int(sel['k'])} demonstrations)
+the paper: larger "
+                  "models follow flipped labels more", fontsize=9.5)
+    table = np.array(means)
+    best = np.where(np.isfinite(table).any(axis=0),
+                    np.argmax(np.nan_to_num(table, nan=-1.0), axis=0), -1)
+    bottom.plot(p[best >= 0], best[best >= 0], "o-", color="C3", ms=5,
+                label="most accurate model (mean)")
+    bottom.set_yticks(range(len(models)), models, fontsize=7)
+    bottom.set_ylim(-0.5, len(models) - 0.5)
+    bottom.set_xlabel("fraction of demonstration labels flipped p")
+    bottom.set_ylabel("best model (by size)")
+    bottom.grid(True, axis="y", lw=0.3)
+    bottom.legend(fontsize=7, loc="lower left")
+    bottom.set_title("Most accurate model vs p (models ordered by parameter count)", fontsize=9)
+
+
 def _name(ds):
     cfg = result_config(ds)
     return f"{cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}".strip()
 
 
-def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf")) -> list[Path]:
+def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds=None
+                   ) -> list[Path]:
     """Draw ``scale_vs_noise.<fmt>``: risk vs context label noise per model scale, both settings.
 
     Left column, setting 1: risk R_r(σ²) = L_r + σ² S_r per rank r (Theorem B(a))
@@ -125,13 +169,19 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf")) -> lis
     over non-diverged seeds at the first value of every other axis; the best scale
     from :func:`iclsim.engine.setting.best_scale`, pooled over seeds and tuning axes).
 
+    With ``llm_ds`` (a result of ``setting = "llm"``) a third column shows real language
+    models: accuracy on clean queries vs the fraction p of flipped demonstration labels per
+    model (pooled over tasks, bootstrap intervals), and the most accurate model at each p
+    (models ordered by parameter count): what real models do beside the theory's law.
+
     Raises ``ValueError`` (naming the argument) when a result is of the wrong
     setting or has a single evaluation noise level.
     """
-    for ds, setting, dim, preset in ((linear_ds, "linear", "label_noise",
-                                      "sweeps/linear_label_noise.toml"),
-                                     (parity_ds, "parity", "label_flip",
-                                      "sweeps/parity_label_flip.toml")):
+    checks = [(linear_ds, "linear", "label_noise", "sweeps/linear_label_noise.toml"),
+              (parity_ds, "parity", "label_flip", "sweeps/parity_label_flip.toml")]
+    if llm_ds is not None:
+        checks.append((llm_ds, "llm", "label_flip", "sweeps/llm_quick.toml"))
+    for ds, setting, dim, preset in checks:
         got = ds.attrs.get("setting", "?")
         if got != setting:
             raise ValueError(f"{setting} result: expected a {setting} sweep result, got a {got} one")
@@ -140,7 +190,8 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf")) -> lis
                              f"(eval.{dim}), e.g. from {preset}")
     plt = _plt()
     lin, par = _linear_panels(linear_ds), _parity_panels(parity_ds)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained",
+    ncol = 2 if llm_ds is None else 3
+    fig, axes = plt.subplots(2, ncol, figsize=(6 * ncol, 8), layout="constrained",
                              gridspec_kw=dict(height_ratios=(1.6, 1.0)))
     lin_name = "context label-noise variance σ²"
     par_name = "context label-flip probability p"
@@ -167,9 +218,14 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf")) -> lis
     fig.suptitle("Scale vs noise sensitivity: larger models use more features, gain on clean "
                  "prompts and lose more when the context is noisy, so the best scale falls as "
                  "noise grows", fontsize=10.5)
-    add_footer(fig, f"left: {_name(linear_ds)}; right: {_name(parity_ds)}; trained points: mean "
-               "over non-diverged seeds at the first value of every other axis; error bars ±1 SE "
-               "(Monte Carlo)", height=0.025)
+    third = ""
+    if llm_ds is not None:
+        _llm_panels(axes[0, 2], axes[1, 2], plt, llm_ds)
+        third = (f"; third: {_name(llm_ds)} (accuracy pooled over tasks, "
+                 f"{100 * float(llm_ds.attrs.get('confidence', 0.95)):g} % bootstrap intervals)")
+    add_footer(fig, f"left: {_name(linear_ds)}; {'middle' if llm_ds is not None else 'right'}: "
+               f"{_name(parity_ds)}{third}; trained points: mean over non-diverged seeds at the "
+               "first value of every other axis; error bars ±1 SE (Monte Carlo)", height=0.025)
     paths = save_figure(fig, out_dir, "scale_vs_noise", formats)
     plt.close(fig)
     return paths

@@ -27,7 +27,7 @@ from typing import Any, Hashable, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
-    "Setting", "Runs", "Group", "axis_values", "build_groups", "pad_group", "eval_key",
+    "Setting", "EvaluationSetting", "Runs", "Group", "axis_values", "build_groups", "pad_group", "eval_key",
     "window_loss", "build_dataset", "describe_run", "best_scale", "register", "get_setting",
     "setting_names", "EVAL_KEY_SALT",
 ]
@@ -87,6 +87,65 @@ class Setting(Protocol):
 
     def figures(self, ds, out_dir, formats) -> list:
         """Draw the setting's figures; return their paths."""
+
+
+@runtime_checkable
+class EvaluationSetting(Protocol):
+    """A setting whose runs are *evaluated*, not trained (real language models,
+    :mod:`iclsim.llm`): the engine owns the grid, the store keyed by config and code,
+    resume (one finished group file per group), the progress bar, the lock and the
+    provenance exactly as for a trained setting, and calls :meth:`evaluate` instead
+    of a trainer.
+
+    ``static(cfg, **static_values)`` returns a hashable with an int ``steps``: the
+    progress units of one run (e.g. its queries).  ``progress_unit`` names them.
+    """
+
+    name: str
+    config_class: type
+    scale: str
+    run_axes: tuple[str, ...]
+    static_axes: tuple[str, ...]
+    verdicts: tuple[str, ...]
+    progress_unit: str
+
+    def static(self, cfg, **static_values) -> Hashable:
+        """The hashable static part of a group; it has an int ``steps`` (units per run)."""
+
+    def check(self, cfg) -> None:
+        """Raise a one-line error (a ``ValueError``) for anything the run would fail on
+        (missing files, …) before anything is written."""
+
+    def provenance(self, cfg) -> dict:
+        """What besides the iclsim code made the numbers (library versions, the sha256 of
+        model files, …): it enters the code key, so a changed model file is a new result."""
+
+    def group_runs(self, cfg) -> int:
+        """Runs per group file (the unit of resume)."""
+
+    def evaluate(self, cfg, static, runs: "Runs", progress) -> dict[str, np.ndarray]:
+        """Per-run results: ``verdict``, ``diverged`` and the entries of :meth:`run_vars`;
+        ``progress(n)`` is called as units of work finish."""
+
+    def run_vars(self, cfg) -> dict[str, tuple[tuple[str, ...], dict]]:
+        """For each extra entry of ``evaluate``: (its dims after the run axes, attrs)."""
+
+    def oracle(self, cfg, coords: dict) -> tuple[dict, dict, dict]:
+        """(data_vars, coords, attrs) of the reference values on the same named axes."""
+
+    def aggregate(self, cfg, ds):
+        """The dataset with the setting's aggregates (means, intervals) added."""
+
+    def summary(self, ds) -> str:
+        """The table printed by ``iclsim run`` and ``iclsim show``."""
+
+    def figures(self, ds, out_dir, formats) -> list:
+        """Draw the setting's figures; return their paths."""
+
+
+def is_evaluation(setting) -> bool:
+    """Whether ``setting`` is evaluated (:class:`EvaluationSetting`) rather than trained."""
+    return hasattr(setting, "evaluate") and not hasattr(setting, "trainer")
 
 
 class Runs:
@@ -170,8 +229,10 @@ def build_groups(cfg, setting: Setting) -> list[Group]:
         runs = _grid_runs(axes, all_ids[tuple(sel)].ravel())
         static = setting.static(cfg, **{setting.run_axes[p]: axes[setting.run_axes[p]][i].item()
                                         for p, i in zip(static_pos, combo)})
-        hyper = {k: np.asarray(v) for k, v in setting.hyper(cfg, runs).items()}
-        size = cfg.train.max_group_runs or len(runs)
+        hyper = ({} if is_evaluation(setting) else
+                 {k: np.asarray(v) for k, v in setting.hyper(cfg, runs).items()})
+        size = (setting.group_runs(cfg) if is_evaluation(setting)
+                else cfg.train.max_group_runs) or len(runs)
         for start in range(0, len(runs), size):
             rows = slice(start, start + size)
             group = Group(len(out), static, {k: v[rows] for k, v in hyper.items()},
@@ -196,15 +257,30 @@ def window_loss(loss: np.ndarray, window: int) -> np.ndarray:
 def finalize_group(cfg, setting: Setting, group: Group, rows, params, loss) -> dict:
     """Assess the valid ``rows`` of a trained group; arrays ready for a group file."""
     runs = group.runs.take(rows)
-    out = dict(setting.assess(cfg, group.static, runs, params, loss, eval_key(cfg)))
+    out = _encode(setting, dict(setting.assess(cfg, group.static, runs, params, loss,
+                                               eval_key(cfg))))
+    out["loss"] = window_loss(np.asarray(loss), cfg.train.loss_every)
+    out["run_id"] = runs.run_id
+    return out
+
+
+def evaluate_group(cfg, setting: EvaluationSetting, group: Group, progress) -> dict:
+    """Evaluate the valid runs of a group (an :class:`EvaluationSetting`); arrays ready
+    for a group file."""
+    runs = group.runs.take(np.flatnonzero(group.run_id >= 0))
+    out = _encode(setting, dict(setting.evaluate(cfg, group.static, runs, progress)))
+    out["run_id"] = runs.run_id
+    return out
+
+
+def _encode(setting, out: dict) -> dict:
+    """Verdict names → small integer codes (checked against ``setting.verdicts``)."""
     verdicts = np.asarray(out.pop("verdict")).astype(str)
     unknown = sorted(set(verdicts) - set(setting.verdicts))
     if unknown:
         raise ValueError(f"{setting.name}.assess returned unknown verdict(s) {unknown}")
     out["verdict"] = np.array([setting.verdicts.index(v) for v in verdicts], np.int8)
     out["diverged"] = np.asarray(out["diverged"], bool)
-    out["loss"] = window_loss(np.asarray(loss), cfg.train.loss_every)
-    out["run_id"] = runs.run_id
     return out
 
 
@@ -240,7 +316,6 @@ def build_dataset(cfg, setting: Setting, merged: dict):
 
     codes = scatter(merged["verdict"], -1, np.int8)
     names = np.asarray(tuple(setting.verdicts) + ("missing",))
-    window = cfg.train.loss_every
     data_vars = {
         "verdict": (dims, np.where(codes >= 0, names[codes], "missing").astype(str),
                     {"long_name": "verdict of the run (" + ", ".join(setting.verdicts) + ")"}),
@@ -248,20 +323,24 @@ def build_dataset(cfg, setting: Setting, merged: dict):
                      {"long_name": "NaN/inf in training (left out of every aggregate)"}),
         "present": (dims, scatter(run_id, -1, np.int64) >= 0,
                     {"long_name": "run held in this file (multi-host shards)"}),
-        "loss": (dims + ("step",), scatter(merged["loss"], np.nan, float),
-                 {"long_name": f"training loss, mean over windows of {window} steps"}),
     }
+    coords = dict(axes)
+    if "loss" in merged:  # trained settings
+        window = cfg.train.loss_every
+        data_vars["loss"] = (dims + ("step",), scatter(merged["loss"], np.nan, float),
+                             {"long_name": f"training loss, mean over windows of {window} "
+                                           "steps"})
+        coords["step"] = (np.arange(merged["loss"].shape[1]) + 1) * window
     for name, (extra, attrs) in setting.run_vars(cfg).items():
         values = merged[name]
         fill, dtype = fill_for(values)
         data_vars[name] = (dims + tuple(extra), scatter(values, fill, dtype), attrs)
-    coords = dict(axes)
-    coords["step"] = (np.arange(merged["loss"].shape[1]) + 1) * window
     oracle_vars, oracle_coords, oracle_attrs = setting.oracle(cfg, dict(coords))
     data_vars.update(oracle_vars)
     coords.update(oracle_coords)
     attrs = {"description": cfg.description, "scale_axis": setting.scale, **oracle_attrs}
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return setting.aggregate(cfg, ds) if hasattr(setting, "aggregate") else ds
 
 
 def best_scale(ds, var: str = "eval_risk", *, zero_risk=None, pool=POOLED_AXES, **sel):
@@ -296,6 +375,7 @@ _REGISTRY: dict[str, str] = {
     "linear": "iclsim.linear.sweep:LINEAR",
     "parity": "iclsim.parity.sweep:PARITY",
     "transformer": "iclsim.transformer.sweep:TRANSFORMER",
+    "llm": "iclsim.llm.sweep:LLM",
 }
 
 
@@ -314,6 +394,7 @@ def get_setting(name: str) -> Setting:
         raise KeyError(name)
     module, attr = _REGISTRY[name].split(":")
     setting = getattr(importlib.import_module(module), attr)
-    if not isinstance(setting, Setting):
-        raise TypeError(f"{_REGISTRY[name]} does not implement iclsim.engine.setting.Setting")
+    if not isinstance(setting, (Setting, EvaluationSetting)):
+        raise TypeError(f"{_REGISTRY[name]} does not implement iclsim.engine.setting.Setting "
+                        "(nor EvaluationSetting)")
     return setting

@@ -54,7 +54,8 @@ from iclsim.engine import provenance, store
 from iclsim.engine.precision import precision_scope
 from iclsim.engine.config import config_hash, to_dict
 from iclsim.engine.setting import (
-    Group, Setting, build_dataset, build_groups, describe_run, finalize_group, pad_group,
+    Group, Setting, build_dataset, build_groups, describe_run, evaluate_group, finalize_group,
+    is_evaluation, pad_group,
 )
 from iclsim.engine.trainer import trace_count
 
@@ -237,12 +238,12 @@ def _heartbeat(bar, text: str, every: float = 1.0):
         thread.join()
 
 
-def _progress(total, quiet):
+def _progress(total, quiet, unit="run-step"):
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
         return None
-    return tqdm(total=total, unit="run-step", unit_scale=True, disable=quiet, dynamic_ncols=True,
+    return tqdm(total=total, unit=unit, unit_scale=True, disable=quiet, dynamic_ncols=True,
                 smoothing=0.1)
 
 
@@ -273,7 +274,12 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None,
     that in the result (``resumed_stale_from``).
     """
     start = time.perf_counter()
+    if is_evaluation(setting):
+        setting.check(cfg)  # missing files etc.: one line, before anything is written
     record = provenance.code_record()
+    if hasattr(setting, "provenance"):
+        # what else made the numbers (library versions, model files' sha256): part of the key
+        record = {**record, "setting_provenance": setting.provenance(cfg)}
     code = provenance.code_hash(record)
     config_folder = sweep_dir(cfg)
     out = config_folder / code
@@ -326,10 +332,50 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
         store.atomic_write_json(out / "provenance.json", {**record, "code_hash": code,
                                                           "config_hash": config_hash(cfg)})
 
+    traces_before = trace_count()
+    if is_evaluation(setting):
+        finals_by_group, resumed = _evaluate_groups(cfg, setting, out, suffix, code, quiet)
+    else:
+        finals_by_group, resumed = _train_groups(cfg, setting, out, suffix, code, quiet, devices)
+    return _finish(cfg, setting, out, suffix, code, record, resolved, stale_from, start,
+                   traces_before, finals_by_group, resumed)
+
+
+def _evaluate_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool):
+    """Evaluate every group of an evaluation setting (no training, no devices): one checked
+    file per finished group, so an interrupted sweep resumes at the first unfinished one."""
+    groups = build_groups(cfg, setting)
+    total = sum(int((g.run_id >= 0).sum()) * g.static.steps for g in groups)
+    bar = _progress(total, quiet, getattr(setting, "progress_unit", "run"))
+    finals_by_group, resumed = [], False
+    for gi, group in enumerate(groups):
+        done_file = out / f"group-{group.index:03d}.{suffix}.npz"
+        valid = int((group.run_id >= 0).sum())
+        if done_file.exists():
+            loaded = _load_group_file(done_file, f"group {group.index}")
+            if loaded is not None:
+                finals_by_group.append(loaded[0])
+                resumed = True
+                if bar is not None:
+                    bar.update(valid * group.static.steps)
+                continue
+        if bar is not None:
+            first = int(group.run_id[group.run_id >= 0][0])
+            bar.set_description(f"{gi + 1}/{len(groups)} {describe_run(cfg, setting, first)}")
+        finals = evaluate_group(cfg, setting, group,
+                                (lambda n: bar.update(n)) if bar is not None else (lambda n: None))
+        store.save_checked(done_file, finals, {"code_hash": code})
+        finals_by_group.append(finals)
+    if bar is not None:
+        bar.close()
+    return finals_by_group, resumed
+
+
+def _train_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool, devices):
+    """Train and assess every group of a trained setting (chunked, checkpointed, sharded)."""
     mesh = run_mesh(devices)
     n_dev = mesh.devices.size
     groups = [pad_group(g, -(-len(g.run_id) // n_dev) * n_dev) for g in build_groups(cfg, setting)]
-    traces_before = trace_count()
     resumed = False
     total = sum(int((g.run_id >= 0).sum()) * g.static.steps for g in groups)
     bar = _progress(total, quiet)
@@ -403,7 +449,13 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
             ckpt_file.unlink()
     if bar is not None:
         bar.close()
+    return finals_by_group, resumed
 
+
+def _finish(cfg, setting, out: Path, suffix: str, code: str, record, resolved, stale_from,
+            start, traces_before, finals_by_group, resumed) -> SweepOutcome:
+    """Merge the group files into the labelled result, store it, draw the figures."""
+    pid = jax.process_index()
     merged = _merge(finals_by_group)
     diverged = np.flatnonzero(merged["diverged"])
     if diverged.size:

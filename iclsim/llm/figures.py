@@ -1,0 +1,166 @@
+"""Figures of an LLM sweep, drawn only from the stored result.
+
+* ``llm_accuracy_vs_flip`` — accuracy vs the flipped fraction p per model (colour by
+  parameter count), one panel per task and one pooled over tasks, with bootstrap
+  intervals; chance (0.5) dashed.  At the first k, label words and input noise q.
+* ``llm_sensitivity`` — the sensitivity (accuracy drop from p = 0 to
+  p = ``eval.sensitivity_flip``) against parameter count: per task (small markers) and
+  pooled (large, with intervals).  The paper's claim: it grows with size.
+* ``llm_accuracy_vs_input_noise`` — accuracy vs the corrupted fraction q at p = 0 per
+  model, pooled over tasks (only when the sweep has several q).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from iclsim.plotting import add_footer, pyplot, result_config, save_figure
+
+__all__ = ["draw_all"]
+
+
+def _colors(plt, n):
+    return plt.cm.plasma(np.linspace(0.05, 0.8, max(n, 1)))
+
+
+def _models(ds):
+    n = ds["n_params_model"].values
+    order = np.argsort(n, kind="stable")
+    return [str(m) for m in ds["model"].values[order]], n[order]
+
+
+def _label(model, n):
+    from iclsim.llm.report import params_text
+
+    return f"{model} ({params_text(int(n))})"
+
+
+def _footer(ds, fixed) -> str:
+    cfg = result_config(ds)
+    ev = cfg.get("eval", {})
+    level = 100 * float(ds.attrs.get("confidence", 0.95))
+    return (f"sweep {cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}; "
+            + ", ".join(f"{k} = {v}" for k, v in fixed.items())
+            + f"; {ds.sizes['seed']} seed(s) × {ev.get('n_queries', '?')} clean queries per "
+            f"point; bars: {level:g} % bootstrap intervals over seeds and queries")
+
+
+def _first(ds):
+    return dict(k=ds["k"].values[0], label_words=ds["label_words"].values[0],
+                input_noise=ds["input_noise"].values[0])
+
+
+def accuracy_vs_flip(ds, out_dir, formats) -> list[Path]:
+    plt = pyplot()
+    sel = _first(ds)
+    tasks = [str(t) for t in ds["task"].values]
+    panels = tasks + (["pooled"] if len(tasks) > 1 else [])
+    ncol = min(len(panels), 3)
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 3.4 * nrow + 0.6), squeeze=False,
+                             layout="constrained", sharey=True)
+    models, sizes = _models(ds)
+    colors = _colors(plt, len(models))
+    p = ds["label_flip"].values
+    for ax, panel in zip(axes.flat, panels):
+        pre = "pooled_acc" if panel == "pooled" else "acc"
+        for color, model, n in zip(colors, models, sizes):
+            cell = dict(model=model, **sel) if panel == "pooled" else dict(model=model,
+                                                                           task=panel, **sel)
+            m = ds[f"{pre}_mean"].sel(**cell).values
+            lo, hi = ds[f"{pre}_lo"].sel(**cell).values, ds[f"{pre}_hi"].sel(**cell).values
+            ax.errorbar(p, m, yerr=[m - lo, hi - m], fmt="o-", ms=3.5, lw=1.2, capsize=2,
+                        color=color, label=_label(model, n))
+        ax.axhline(0.5, color="0.5", ls="--", lw=0.8)
+        ax.set_title("pooled over tasks" if panel == "pooled" else f"task {panel}", fontsize=9.5)
+        ax.set_xlabel("fraction of demonstration labels flipped p")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, lw=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy on clean queries")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Real language models: accuracy vs flipped demonstration labels (the paper: "
+                 "larger models follow the flipped labels more)", fontsize=10)
+    add_footer(fig, _footer(ds, sel))
+    paths = save_figure(fig, out_dir, "llm_accuracy_vs_flip", formats)
+    plt.close(fig)
+    return paths
+
+
+def sensitivity(ds, out_dir, formats) -> list[Path]:
+    if "sensitivity_mean" not in ds:
+        return []
+    plt = pyplot()
+    sel = _first(ds)
+    sf = ds.attrs.get("sensitivity_flip", 0.5)
+    models, sizes = _models(ds)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    markers = "sD^vP*X"
+    x = np.where(sizes > 0, sizes, np.nan).astype(float)
+    for j, task in enumerate(ds["task"].values):
+        m = np.array([float(ds["sensitivity_mean"].sel(model=mm, task=task, **sel))
+                      for mm in models])
+        ax.plot(x * (1 + 0.04 * (j - 1.5)), m, markers[j % len(markers)], ms=5, mfc="none",
+                color="0.45", label=f"task {task}")
+    pooled = "pooled_sensitivity" if ds.sizes["task"] > 1 else "sensitivity"
+    cell = {} if ds.sizes["task"] > 1 else {"task": ds["task"].values[0]}
+    m = np.array([float(ds[f"{pooled}_mean"].sel(model=mm, **cell, **sel)) for mm in models])
+    lo = np.array([float(ds[f"{pooled}_lo"].sel(model=mm, **cell, **sel)) for mm in models])
+    hi = np.array([float(ds[f"{pooled}_hi"].sel(model=mm, **cell, **sel)) for mm in models])
+    ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="o-", color="C3", ms=6, capsize=3,
+                label="pooled over tasks" if ds.sizes["task"] > 1 else "mean")
+    for xi, mi, model in zip(x, m, models):
+        if np.isfinite(xi) and np.isfinite(mi):
+            ax.annotate(model, (xi, mi), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    ax.set_xscale("log")
+    ax.axhline(0.0, color="0.5", lw=0.8, ls="--")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"accuracy drop p = 0 → {sf:g}")
+    ax.set_title("Sensitivity to flipped labels vs model size", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(True, lw=0.3)
+    add_footer(fig, _footer(ds, sel))
+    paths = save_figure(fig, out_dir, "llm_sensitivity", formats)
+    plt.close(fig)
+    return paths
+
+
+def accuracy_vs_input_noise(ds, out_dir, formats) -> list[Path]:
+    if ds.sizes["input_noise"] < 2 or 0.0 not in ds["label_flip"].values:
+        return []
+    plt = pyplot()
+    sel = dict(k=ds["k"].values[0], label_words=ds["label_words"].values[0], label_flip=0.0)
+    pooled = ds.sizes["task"] > 1
+    pre = "pooled_acc" if pooled else "acc"
+    extra = {} if pooled else {"task": ds["task"].values[0]}
+    models, sizes = _models(ds)
+    fig, ax = plt.subplots(figsize=(6.0, 4.2), layout="constrained")
+    q = ds["input_noise"].values
+    for color, model, n in zip(_colors(plt, len(models)), models, sizes):
+        m = ds[f"{pre}_mean"].sel(model=model, **extra, **sel).values
+        lo = ds[f"{pre}_lo"].sel(model=model, **extra, **sel).values
+        hi = ds[f"{pre}_hi"].sel(model=model, **extra, **sel).values
+        ax.errorbar(q, m, yerr=[m - lo, hi - m], fmt="o-", ms=3.5, capsize=2, color=color,
+                    label=_label(model, n))
+    ax.axhline(0.5, color="0.5", ls="--", lw=0.8)
+    ax.set_xlabel("fraction of demonstration inputs corrupted q (labels kept)")
+    ax.set_ylabel("accuracy on clean queries")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Input noise" + (" (pooled over tasks)" if pooled else ""), fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(True, lw=0.3)
+    add_footer(fig, _footer(ds, sel))
+    paths = save_figure(fig, out_dir, "llm_accuracy_vs_input_noise", formats)
+    plt.close(fig)
+    return paths
+
+
+def draw_all(ds, out_dir: Path, formats) -> list[Path]:
+    out = []
+    for draw in (accuracy_vs_flip, sensitivity, accuracy_vs_input_noise):
+        out += draw(ds, out_dir, formats)
+    return out
