@@ -27,6 +27,9 @@ SMALL_RUN = {
                "eval.batch=128", "train.batch=16"],
     "parity": ["train.steps=30", "train.chunk_steps=30", "axes.seeds=1", "eval.n_prompts=256",
                "eval.test_prompts=256", "eval.batch=128"],
+    # the README's test command fetched smollm2-135m (CI); one seed, 4 queries, two p
+    "llm": ['axes.model=["smollm2-135m"]', "axes.seeds=1", "eval.n_queries=4",
+            "axes.label_flip=[0.0,0.5]", "eval.n_boot=100"],
 }
 SMALL_MAIN = ["--steps", "20", "--batch", "16", "--seeds", "1", "--full-steps", "20",
               "--eval-prompts", "256", "--population-steps", "40"]
@@ -53,7 +56,8 @@ def _shrink_bash(line: str) -> str | None:
         return None  # the test command itself
     if line.startswith("iclsim run "):
         sweep = shlex.split(line)[2]
-        setting = "parity" if "parity" in Path(sweep).name else "linear"
+        name = Path(sweep).name
+        setting = "parity" if "parity" in name else "llm" if name.startswith("llm") else "linear"
         extra = " ".join(f"--set {shlex.quote(s)}" for s in SMALL_RUN[setting])
         return f"{line} {extra} --quiet"
     if line.startswith("python -m iclsim.linear"):

@@ -359,11 +359,10 @@ def _evaluate_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: boo
                 if bar is not None:
                     bar.update(valid * group.static.steps)
                 continue
-        if bar is not None:
-            first = int(group.run_id[group.run_id >= 0][0])
-            bar.set_description(f"{gi + 1}/{len(groups)} {describe_run(cfg, setting, first)}")
-        finals = evaluate_group(cfg, setting, group,
-                                (lambda n: bar.update(n)) if bar is not None else (lambda n: None))
+        first = int(group.run_id[group.run_id >= 0][0])
+        with _heartbeat(bar, f"{gi + 1}/{len(groups)} {describe_run(cfg, setting, first)}"):
+            finals = evaluate_group(cfg, setting, group, (lambda n: bar.update(n))
+                                    if bar is not None else (lambda n: None))
         store.save_checked(done_file, finals, {"code_hash": code})
         finals_by_group.append(finals)
     if bar is not None:

@@ -206,6 +206,9 @@ def load(source, *, threads: int = 1) -> LanguageModel:
         return _LOADED[key]
     where = str(Path(folder) / gguf) if gguf else folder
     kwargs = {"gguf_file": gguf} if gguf else {}
+    # iclsim's own progress bar keeps ticking while a model loads; transformers' bars
+    # (GGUF dequantisation, weight loading) would interleave with it
+    transformers.utils.logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(folder, **kwargs)
     except Exception as exc:  # garbage, missing config, unknown architecture

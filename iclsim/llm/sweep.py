@@ -55,6 +55,21 @@ TINY_MODEL = "tiny-random-llama"
 _CORRUPT_TEXT_STREAM = 7_331
 
 
+def word_pair(words: str) -> tuple[str, str]:
+    """The (negative, positive) label words of an ``axes.label_words`` entry: a named pair
+    (:data:`iclsim.llm.prompts.LABEL_WORDS`) or ``"NEGATIVE/POSITIVE"``."""
+    if words in prompts.LABEL_WORDS:
+        return tuple(prompts.LABEL_WORDS[words])
+    parts = words.split("/")
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1] or any(
+            w != w.strip() or not w.isprintable() or " " in w for w in parts):
+        named = ", ".join(prompts.LABEL_WORDS)
+        raise ConfigError(f"axes.label_words: {words!r} is not allowed; choose one of {named} "
+                          "or a pair of two different words without spaces, 'NEGATIVE/POSITIVE' "
+                          "(e.g. 'bad/good')")
+    return parts[0], parts[1]
+
+
 @dataclass(frozen=True)
 class AxesConfig:
     model: tuple[str, ...] = spec(("smollm2-135m",), "models: packaged names ('iclsim llm "
@@ -66,8 +81,8 @@ class AxesConfig:
     k: tuple[int, ...] = spec((8,), "demonstrations per prompt (even: k/2 per class)", lo=2,
                               hi=512, min_len=1)
     label_words: tuple[str, ...] = spec(("sentiment",), "label words: sentiment "
-                                        "(negative/positive) or unrelated (foo/bar)",
-                                        choices=tuple(prompts.LABEL_WORDS), min_len=1)
+                                        "(negative/positive), unrelated (foo/bar), or your own "
+                                        "pair 'NEGATIVE/POSITIVE', e.g. 'bad/good'", min_len=1)
     input_noise: tuple[float, ...] = spec((0.0,), "fraction q of demonstration inputs "
                                           "corrupted (labels kept)", lo=0.0, hi=1.0, min_len=1)
     label_flip: tuple[float, ...] = spec((0.0, 0.5, 1.0), "fraction p of demonstration labels "
@@ -81,6 +96,8 @@ class AxesConfig:
             values = getattr(self, f.name)
             if isinstance(values, tuple) and len(set(values)) != len(values):
                 raise ConfigError(f"axes.{f.name}: values must be distinct, got {list(values)}")
+        for words in self.label_words:
+            word_pair(words)  # raises ConfigError for a malformed pair
         odd = [k for k in self.k if k % 2]
         if odd:
             raise ConfigError(f"axes.k: {odd[0]} is odd; k must be even (k/2 demonstrations "
@@ -207,8 +224,7 @@ def demonstrations(cfg, task_name: str, k: int, words: str, q: float, p: float, 
         # always draw, so the words of demonstration j do not depend on which others are corrupted
         noisy = prompts.corrupt_text(text, cfg.eval.corruption_rate, task.vocabulary, rng)
         texts.append(noisy if c else text)
-    pair = prompts.LABEL_WORDS[words]
-    return prompts.build_prompt(texts, shown, pair), labels, shown, flipped, corrupted
+    return prompts.build_prompt(texts, shown, word_pair(words)), labels, shown, flipped, corrupted
 
 
 def queries(cfg, task_name: str, seed: int):
@@ -245,6 +261,14 @@ class LLMSetting:
         for name in cfg.axes.model:
             if not _is_tiny(name):
                 _source(name, verify=True)
+        custom = [w for w in cfg.axes.label_words if w not in prompts.LABEL_WORDS]
+        for name in cfg.axes.model if custom else ():
+            lm = _model(name, cfg.eval.threads)  # loaded once; the evaluation reuses it
+            for words in custom:
+                for word in prompts.continuations(word_pair(words)):
+                    if not lm.tokens(word, bos=False):
+                        raise LLMError(f"axes.label_words: {word.strip()!r} tokenizes to "
+                                       f"nothing for model {name}; choose another word")
         for task in cfg.axes.task:
             t = _task(task, cfg.data.margin, cfg.data.max_words)
             for k in cfg.axes.k:
@@ -298,8 +322,8 @@ class LLMSetting:
             prefix, _, _, flipped, corrupted = demonstrations(cfg, task, k, words, q, p, seed)
             texts, labels, idx = queries(cfg, task, seed)
             state = lm.prefix(prefix)
-            scores = np.asarray(lm.score(state, texts, prompts.continuations(
-                prompts.LABEL_WORDS[words]), batch=cfg.eval.batch, progress=progress), float)
+            scores = np.asarray(lm.score(state, texts, prompts.continuations(word_pair(words)),
+                                         batch=cfg.eval.batch, progress=progress), float)
             finite = bool(np.isfinite(scores).all())
             rows = np.arange(n)
             margin = scores[rows, labels] - scores[rows, 1 - labels]
