@@ -136,8 +136,7 @@ def _llm_panels(top, bottom, plt, ds):
     top.set_xlabel("fraction of demonstration labels flipped p")
     top.set_ylabel("accuracy on clean queries")
     top.legend(fontsize=7, loc="lower left")
-    top.set_title(f"Real LMs (sentiment, k = {int(sel['k'])} demonstrations)
-the paper: larger "
+    top.set_title(f"Real LMs (sentiment, k = {int(sel['k'])} demonstrations)\nthe paper: larger "
                   "models follow flipped labels more", fontsize=9.5)
     table = np.array(means)
     best = np.where(np.isfinite(table).any(axis=0),
