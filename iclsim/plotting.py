@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["pyplot", "save_figure", "scale_colors", "add_footer", "result_config", "sweep_footer"]
+__all__ = ["pyplot", "save_figure", "scale_colors", "add_footer", "wrap_footer", "result_config", "sweep_footer"]
 
 
 def pyplot():
@@ -42,9 +42,60 @@ def scale_colors(plt, n):
     return plt.cm.viridis(np.linspace(0.0, 0.92, max(n, 1)))
 
 
+def _text_width(fig, text, fontsize) -> float:
+    """Width of ``text`` at ``fontsize`` as a fraction of the figure's width."""
+    probe = fig.text(0.0, 0.0, text, fontsize=fontsize)
+    try:
+        width = probe.get_window_extent(renderer=fig.canvas.get_renderer()).width
+    finally:
+        probe.remove()
+    return width / fig.bbox.width
+
+
+def wrap_footer(fig, text, *, fontsize=6.5, width=0.99) -> list[str]:
+    """``text`` broken into lines no wider than ``width`` (a fraction of the figure's width).
+
+    Explicit newlines are kept.  Breaks at "; " between items first (the ";" stays at the end of the line), then at
+    spaces inside an item that is too long on its own; a single word wider than the
+    figure stays whole.  Widths are measured with the figure's renderer, so the result
+    holds for every output format and dpi (text and figure scale together).
+    """
+    def fits(line):
+        return _text_width(fig, line, fontsize) <= width
+
+    lines = []
+    for paragraph in text.split("\n"):  # explicit line breaks are kept
+        items = paragraph.split("; ")
+        start = len(lines)
+        for item_no, item in enumerate(items):
+            piece = item if item_no == len(items) - 1 else item + ";"
+            if len(lines) > start and fits(f"{lines[-1]} {piece}"):
+                lines[-1] = f"{lines[-1]} {piece}"
+            elif fits(piece):
+                lines.append(piece)
+            else:  # one item wider than the figure: break it at spaces
+                for word in piece.split(" "):
+                    if len(lines) > start and lines[-1] and fits(f"{lines[-1]} {word}"):
+                        lines[-1] = f"{lines[-1]} {word}"
+                    else:
+                        lines.append(word)
+        if len(lines) == start:
+            lines.append("")
+    return lines
+
+
 def add_footer(fig, text, *, height=0.035):
-    """``text`` in small print along the bottom edge, with that strip kept free by the layout."""
-    fig.text(0.005, 0.005, text, fontsize=6.5, color="0.4", ha="left", va="bottom")
+    """``text`` in small print along the bottom edge, with that strip kept free by the layout.
+
+    The text is wrapped to the figure's width (:func:`wrap_footer`); ``height`` is the
+    smallest strip kept free (a fraction of the figure's height), grown to fit the lines.
+    """
+    fontsize = 6.5
+    lines = wrap_footer(fig, text, fontsize=fontsize)
+    fig.text(0.005, 0.005, "\n".join(lines), fontsize=fontsize, color="0.4", ha="left",
+             va="bottom", linespacing=1.25)
+    line = 1.25 * fontsize / 72.0 / fig.get_figheight()  # one line, as a fraction of the height
+    height = max(height, len(lines) * line + 0.01)
     engine = fig.get_layout_engine()
     if engine is not None and hasattr(engine, "set"):
         engine.set(rect=(0.0, height, 1.0, 1.0 - height))
