@@ -157,15 +157,17 @@ def _cmd_keys(args) -> int:
     return 0
 
 
-def _compare_dir(linear_path, linear, parity, llm=None) -> Path:
+def _compare_dir(linear_path, linear, parity, llm=None, transformer=None) -> Path:
     """Default output of ``compare``: ``<results root>/compare-<linear hash>-<parity hash>
-    [-<llm hash>]/``, the results root being the folder that holds the linear result's
-    config folder."""
+    [-<transformer hash>][-<llm hash>]/``, the results root being the folder that holds the
+    linear result's config folder."""
     resolved = _resolve(linear_path)
     folder = resolved if resolved.is_dir() else resolved.parent
     root = folder.parent.parent if (folder / "provenance.json").exists() else folder.parent
     name = (f"compare-{linear.attrs.get('config_hash', 'linear')}-"
             f"{parity.attrs.get('config_hash', 'parity')}")
+    if transformer is not None:
+        name += f"-{transformer.attrs.get('config_hash', 'transformer')}"
     if llm is not None:
         name += f"-{llm.attrs.get('config_hash', 'llm')}"
     return root / name
@@ -188,11 +190,19 @@ def _cmd_compare(args) -> int:
         if llm_setting.name != "llm":
             raise ConfigError(f"{args.llm}: LLM_RESULT is a {llm_setting.name} result; give an "
                               "llm one, e.g. from sweeps/llm_quick.toml")
-    out = Path(args.out) if args.out else _compare_dir(args.linear, linear, parity, llm)
+    transformer = None
+    if args.transformer:
+        transformer, transformer_setting = _load(args.transformer)
+        if transformer_setting.name != "transformer":
+            raise ConfigError(f"{args.transformer}: --transformer is a "
+                              f"{transformer_setting.name} result; give a transformer one, e.g. "
+                              "from sweeps/transformer_label_noise.toml")
+    out = (Path(args.out) if args.out
+           else _compare_dir(args.linear, linear, parity, llm, transformer))
     _check_writable(out, "--out")
     try:
         paths = compare.scale_vs_noise(linear, parity, out, tuple(args.format or ("png", "pdf")),
-                                       llm_ds=llm)
+                                       llm_ds=llm, transformer_ds=transformer)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for path in paths:
@@ -271,7 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "eval.label_flip value (e.g. from sweeps/parity_label_flip.toml)")
     compare.add_argument("llm", metavar="LLM_RESULT", nargs="?",
                          help="optional: an llm sweep folder or its result.nc (real language "
-                              "models, e.g. from sweeps/llm_quick.toml): a third column")
+                              "models, e.g. from sweeps/llm_quick.toml): a last column")
+    compare.add_argument("--transformer", metavar="RESULT",
+                         help="optional: a transformer sweep folder or its result.nc with more "
+                              "than one eval.label_noise value (trained softmax transformers, "
+                              "e.g. from sweeps/transformer_label_noise.toml): a column of risk "
+                              "vs σ² per size over the LSA ladder and the best size vs σ²")
     compare.add_argument("--out", metavar="DIR",
                          help="output folder (default: <results root>/compare-<linear config "
                               "hash>-<parity config hash>/ beside the results)")

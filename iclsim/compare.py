@@ -12,8 +12,12 @@ noisier.
   with label-flip probability p the context signal is μ = 1 − 2p and the m-head
   optimum has risk R_m(μ); the best head count m*(μ) falls as μ falls.
 
-:func:`scale_vs_noise` draws both from stored sweep results (no training):
-``iclsim compare LINEAR_RESULT PARITY_RESULT [--out DIR]``.
+* Optionally, setting 3 (``docs/transformer.md``): trained softmax transformers of several
+  sizes on setting 1's data, risk vs σ² per size over the LSA ladder L_r(σ²), and the best
+  size vs σ² beside the LSA's r*(σ²); and real language models (``docs/llm.md``).
+
+:func:`scale_vs_noise` draws them from stored sweep results (no training):
+``iclsim compare LINEAR_RESULT PARITY_RESULT [LLM_RESULT] [--transformer RESULT] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -152,13 +156,77 @@ def _llm_panels(top, bottom, plt, ds):
     bottom.set_title("Most accurate model vs p (models ordered by parameter count)", fontsize=9)
 
 
+def _transformer_panels(top, bottom, plt, ds):
+    """Trained transformers: risk vs σ² per size (mean over usable seeds ± SE) over the grey LSA
+    ladder L_r(σ²) and the Bayes floor (top); the best size vs σ² beside the LSA's r*(σ²) on a
+    second axis (bottom).  At the first value of every other axis (N, learning rate, init
+    scale, σ₀², context input noise σ_x²), as in :mod:`iclsim.transformer.figures`; trivial and
+    diverged runs are left out (:func:`iclsim.transformer.sweep.usable`)."""
+    from iclsim.transformer.sweep import _first, best_size, size_table
+
+    _, fixed = _first(ds)
+    tab = size_table(ds, **fixed)
+    best, support = best_size(ds, **fixed)
+    cell = ds.sel(**fixed)
+    s2 = ds["label_noise"].values
+    ladder = cell["ladder_risk"].transpose("label_noise", "rank_all").values
+    ranks = ds["rank_all"].values
+    for r in ranks:
+        top.plot(s2, ladder[:, r], color="0.78", lw=0.9, zorder=0,
+                 label="LSA ladder L_r(σ²), r = 0..d" if r == 0 else None)
+        top.annotate(f"r={int(r)}", (s2[-1], float(ladder[-1, r])), fontsize=6, color="0.5",
+                     xytext=(2, 0), textcoords="offset points", va="center")
+    bayes = cell["bayes_risk"].transpose("label_noise").values
+    if np.isfinite(bayes).any():
+        top.plot(s2, bayes, color="k", ls="--", lw=1, label="Bayes floor")
+    sizes = ds["size"].values
+    colors = plt.cm.cividis(np.linspace(0.0, 0.85, max(len(sizes), 1)))
+    for a, size in enumerate(sizes):
+        c = ds.sel(size=size)
+        label = (f"size {int(size)}: h={int(c['size_heads'])}, d={int(c['size_width'])}, "
+                 f"L={int(c['size_layers'])} (n={int(tab['n_ok'][a])})")
+        top.errorbar(s2, tab["risk"][a], yerr=tab["se"][a], fmt="o-", ms=3.5, lw=1, capsize=1.5,
+                     color=color_of(colors, a), label=label)
+    top.set_xlabel("context label-noise variance σ²")
+    top.set_ylabel("risk E[(ŷ − y_q)²] (clean query)")
+    top.legend(fontsize=7, loc="upper left", title="points: mean over usable seeds ± SE",
+               title_fontsize=7)
+    n = int(ds["n_context"].values[0])
+    top.set_title(f"Setting 3: trained softmax transformers (d = {ranks.max()}, N = {n})\n"
+                  "over the LSA ladder (grey): do larger sizes lose more with noise?",
+                  fontsize=9.5)
+    ok = np.isfinite(best)
+    bottom.plot(s2[ok], best[ok], "o-", color="C3", ms=5, label="best size (trained, argmin)")
+    bottom.set_yticks([0, *sizes])
+    bottom.set_ylim(-0.5, sizes.max() + 0.5)
+    bottom.set_ylabel("best size (0: ŷ = 0)", color="C3")
+    bottom.set_xlabel("context label-noise variance σ²")
+    bottom.grid(True, axis="y", lw=0.3)
+    twin = bottom.twinx()
+    r_star = cell["best_rank"].transpose("label_noise").values
+    twin.step(s2, r_star, where="post", color="k", lw=1.2, label="LSA r*(σ²) (oracle)")
+    twin.set_ylim(-0.5, ranks.max() + 0.5)
+    twin.set_ylabel("LSA best rank r*", color="k")
+    handles = bottom.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    bottom.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="lower left")
+    mean_support = float(np.mean(support[ok])) if ok.any() else float("nan")
+    bottom.set_title(f"Best transformer size vs σ² beside the LSA's r*(σ²) (mean bootstrap "
+                     f"support {mean_support:.2f})", fontsize=9)
+    return best, r_star
+
+
+def color_of(colors, a):
+    return colors[a % len(colors)]
+
+
 def _name(ds):
     cfg = result_config(ds)
     return f"{cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}".strip()
 
 
-def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds=None
-                   ) -> list[Path]:
+def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds=None,
+                   transformer_ds=None) -> list[Path]:
     """Draw ``scale_vs_noise.<fmt>``: risk vs context label noise per model scale, both settings.
 
     Left column, setting 1: risk R_r(σ²) = L_r + σ² S_r per rank r (Theorem B(a))
@@ -173,11 +241,19 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds
     model (pooled over tasks, bootstrap intervals), and the most accurate model at each p
     (models ordered by parameter count): what real models do beside the theory's law.
 
+    With ``transformer_ds`` (a result of ``setting = "transformer"``) a column before the LLM
+    one shows trained softmax transformers: risk vs σ² per size (mean over usable seeds ± SE)
+    over the LSA ladder L_r(σ²) stored in the result, and the best size vs σ² beside the LSA's
+    r*(σ²) (:func:`iclsim.transformer.sweep.best_size`).
+
     Raises ``ValueError`` (naming the argument) when a result is of the wrong
     setting or has a single evaluation noise level.
     """
     checks = [(linear_ds, "linear", "label_noise", "sweeps/linear_label_noise.toml"),
               (parity_ds, "parity", "label_flip", "sweeps/parity_label_flip.toml")]
+    if transformer_ds is not None:
+        checks.append((transformer_ds, "transformer", "label_noise",
+                       "sweeps/transformer_label_noise.toml"))
     if llm_ds is not None:
         checks.append((llm_ds, "llm", "label_flip", "sweeps/llm_quick.toml"))
     for ds, setting, dim, preset in checks:
@@ -189,7 +265,8 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds
                              f"(eval.{dim}), e.g. from {preset}")
     plt = _plt()
     lin, par = _linear_panels(linear_ds), _parity_panels(parity_ds)
-    ncol = 2 if llm_ds is None else 3
+    extra = [ds for ds in (transformer_ds, llm_ds) if ds is not None]
+    ncol = 2 + len(extra)
     fig, axes = plt.subplots(2, ncol, figsize=(6 * ncol, 8), layout="constrained",
                              gridspec_kw=dict(height_ratios=(1.6, 1.0)))
     lin_name = "context label-noise variance σ²"
@@ -217,13 +294,21 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds
     fig.suptitle("Scale vs noise sensitivity: larger models use more features, gain on clean "
                  "prompts and lose more when the context is noisy, so the best scale falls as "
                  "noise grows", fontsize=10.5)
-    third = ""
+    ordinal = {2: ["left", "right"], 3: ["left", "middle", "right"],
+               4: ["first column", "second", "third", "fourth"]}[ncol]
+    parts = [f"{ordinal[0]}: {_name(linear_ds)}", f"{ordinal[1]}: {_name(parity_ds)}"]
+    col = 2
+    if transformer_ds is not None:
+        _transformer_panels(axes[0, col], axes[1, col], plt, transformer_ds)
+        parts.append(f"{ordinal[col]}: {_name(transformer_ds)} (trivial and diverged runs left "
+                     "out; SE = √(seed var/n + MC SE²))")
+        col += 1
     if llm_ds is not None:
-        _llm_panels(axes[0, 2], axes[1, 2], plt, llm_ds)
-        third = (f"; third: {_name(llm_ds)} (accuracy pooled over tasks, "
-                 f"{100 * float(llm_ds.attrs.get('confidence', 0.95)):g} % bootstrap intervals)")
-    add_footer(fig, f"left: {_name(linear_ds)}; {'middle' if llm_ds is not None else 'right'}: "
-               f"{_name(parity_ds)}{third}; trained points: mean over non-diverged seeds at the "
+        _llm_panels(axes[0, col], axes[1, col], plt, llm_ds)
+        parts.append(f"{ordinal[col]}: {_name(llm_ds)} (accuracy pooled over tasks, "
+                     f"{100 * float(llm_ds.attrs.get('confidence', 0.95)):g} % bootstrap "
+                     "intervals)")
+    add_footer(fig, "; ".join(parts) + "; trained points: mean over non-diverged seeds at the "
                "first value of every other axis; error bars ±1 SE (Monte Carlo)", height=0.025)
     paths = save_figure(fig, out_dir, "scale_vs_noise", formats)
     plt.close(fig)

@@ -9,7 +9,12 @@
 * ``transformer_effective_rank`` — effective rank (with its interval) and the fitted noise
   slope S against parameter count, per run and per size, with S_r of the ladder;
 * ``transformer_training_curves`` — training loss vs step per size, with L_d and the
-  trivial risk tr Λ.
+  trivial risk tr Λ;
+* ``transformer_risk_vs_input_noise`` (only when ``eval.input_noise`` has several levels) —
+  risk vs context input noise σ_x² per size at the first σ², over the LSA ladder
+  R_r(σ², σ_x²) (Theorem B(b)), with least squares (no Bayes floor: not closed-form there).
+
+The label-noise figures are drawn at the first σ_x² (0 by default).
 
 Runs are shown at the first value of N, learning rate, init scale (and σ₀², except in the
 first figure); trivial and
@@ -30,6 +35,10 @@ def _footer(ds, fixed, skip=()) -> str:
 
     cfg = result_config(ds)
     train, ev = cfg.get("train", {}), cfg.get("eval", {})
+    from iclsim.transformer.sweep import _input_text
+
+    if not _input_text(ds):
+        skip = (*skip, "input_noise")
     bits = [f"sweep {cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}",
             f"training: {train.get('steps', '?')} steps × {train.get('batch', '?')} fresh prompts",
             "\n" + ", ".join(f"{k}={v:g}" for k, v in fixed.items() if k not in skip),
@@ -39,7 +48,8 @@ def _footer(ds, fixed, skip=()) -> str:
 
 
 def _n0(da):
-    return da.isel(n_context=0) if "n_context" in da.dims else da
+    """At the first N and the first context input noise σ_x² (where those axes exist)."""
+    return da.isel({k: 0 for k in ("n_context", "input_noise") if k in da.dims})
 
 
 def risk_vs_noise(ds, out_dir, formats):
@@ -189,8 +199,68 @@ def training_curves(ds, out_dir, formats):
     return paths
 
 
+def risk_vs_input_noise(ds, out_dir, formats):
+    """Risk vs σ_x² per size at the first σ² and σ₀², over the LSA ladder R_r(σ², σ_x²) (affine
+    in σ_x², so straight segments between the stored grid points are exact)."""
+    from iclsim.transformer.sweep import _first, _size_label, best_size, size_table
+
+    plt = pyplot()
+    _, fixed = _first(ds)
+    base = {k: v for k, v in fixed.items() if k != "input_noise"}
+    sx2 = ds["input_noise"].values
+    v0 = float(ds["label_noise"].values[0])
+    tabs = [size_table(ds, **base, input_noise=u) for u in sx2]
+    risk = np.array([t["risk"][:, 0] for t in tabs]).T  # (sizes, σ_x²)
+    se = np.array([t["se"][:, 0] for t in tabs]).T
+    best, support = best_size(ds, axis="input_noise", **base, label_noise=v0)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained",
+                                 gridspec_kw=dict(width_ratios=(1.6, 1.0)))
+    colors = scale_colors(plt, ds["size"].size)
+    c = ds.isel(n_context=0).sel(train_label_noise=base.get("train_label_noise",
+                                                            ds["train_label_noise"].values[0]),
+                                 label_noise=v0)
+    for r in ds["rank_all"].values:
+        curve = c["ladder_risk"].sel(rank_all=r).transpose("input_noise").values
+        ax.plot(sx2, curve, color="0.75", lw=0.9, zorder=0)
+        ax.annotate(f"r={int(r)}", (sx2[-1], float(curve[-1])), fontsize=6, color="0.5",
+                    xytext=(2, 0), textcoords="offset points", va="center")
+    ax.errorbar(sx2, c["ols_risk"].values, c["ols_se"].values, color="k", ls=":", lw=1,
+                label="least squares")
+    for a, size in enumerate(ds["size"].values):
+        ax.errorbar(sx2, risk[a], se[a], color=colors[a], marker="o", ms=4, capsize=2,
+                    label=f"size {_size_label(ds, size)}")
+    top = float(ds["trivial_risk"])
+    finite = risk[np.isfinite(risk)]
+    ax.set_ylim(0, max(top, float(finite.max()) if finite.size else top) * 1.15)
+    ax.set_xlabel("context input noise σ_x² (evaluation)")
+    ax.set_ylabel("risk E[(ŷ − y_q)²]")
+    ax.set_title(f"Trained transformers vs the LSA ladder R_r(σ², σ_x²) (grey), σ² = {v0:g}\n"
+                 "no Bayes floor with input noise (posterior not closed-form)", fontsize=9.5)
+    ax.legend(fontsize=7, loc="upper left")
+    ax_b = bx.twinx()
+    bx.plot(sx2, best, color="C3", lw=1, zorder=1)
+    bx.scatter(sx2, best, s=20 + 80 * support, color="C3", zorder=2,
+               label="best size (marker ∝ support)")
+    bx.set_yticks([0, *ds["size"].values])
+    bx.set_ylim(-0.5, ds["size"].values.max() + 0.5)
+    bx.set_ylabel("best size (red)")
+    r_star = c["best_rank"].transpose("input_noise").values
+    ax_b.step(sx2, r_star, where="post", color="k", lw=1)
+    ax_b.set_ylim(-0.5, ds["rank_all"].values.max() + 0.5)
+    ax_b.set_ylabel("LSA r*(σ², σ_x²) (black)")
+    bx.set_xlabel("context input noise σ_x²")
+    bx.set_title("Best size vs σ_x², beside the LSA's best rank", fontsize=9.5)
+    add_footer(fig, _footer(ds, base), height=0.08)
+    paths = save_figure(fig, out_dir, "transformer_risk_vs_input_noise", formats)
+    plt.close(fig)
+    return paths
+
+
 def draw_all(ds, out_dir, formats) -> list:
     paths = []
-    for draw in (risk_vs_noise, best_size_figure, effective_rank_figure, training_curves):
+    draws = [risk_vs_noise, best_size_figure, effective_rank_figure, training_curves]
+    if "input_noise" in ds.dims and ds["input_noise"].size > 1:
+        draws.append(risk_vs_input_noise)
+    for draw in draws:
         paths += draw(ds, out_dir, formats)
     return paths

@@ -13,7 +13,15 @@
 * **ridge** ŵ = (XᵀX + λ I)⁻¹ Xᵀ ỹ at fixed λ (the Bayes predictor is ridge at λ = σ²).
 
 All three are computed from the eigendecomposition of XᵀX, so one traced formula covers
-σ² = 0 and σ² > 0.  Risks are Monte Carlo means with standard errors
+σ² = 0 and σ² > 0.
+
+**Context input noise σ_x²** (shown inputs x̃_i = x_i + ξ_i, ξ_i ~ N(0, σ_x² I), labels from the
+clean x_i; ``docs/theory/linear.md``, Data): least squares and ridge are estimators of the shown
+context, so they are evaluated on (X̃, ỹ) as they are.  The Bayes predictor is *not* the formula
+above: given w, ỹ_i | x̃_i ~ N(wᵀΛΛ_x⁻¹x̃_i, σ² + σ_x² wᵀΛΛ_x⁻¹w) with Λ_x = Λ + σ_x² I, a
+likelihood whose variance depends on w, so the posterior of w is not Gaussian and its mean has no
+closed form.  :func:`reference_risks` therefore reports NaN for the Bayes risk wherever σ_x² > 0
+rather than the risk of a predictor that is not Bayes-optimal there.  Risks are Monte Carlo means with standard errors
 (:func:`reference_risks`); the prompts come from :func:`draw_eval`, the same stream the
 sweep evaluates the trained models on (common random numbers).
 
@@ -33,7 +41,7 @@ from iclsim.linear.data import sample_prompts
 
 __all__ = [
     "shrinkage_estimate", "posterior_mean", "ols", "ridge", "draw_eval", "noisy_labels",
-    "reference_risks", "EffectiveRank", "fit_effective_rank", "fit_noise_line",
+    "draw_input_noise", "noisy_inputs", "noise_pairs", "reference_risks", "EffectiveRank", "fit_effective_rank", "fit_noise_line",
 ]
 
 
@@ -83,6 +91,36 @@ def noisy_labels(prompts, eps, label_noise):
     return prompts.y + jnp.sqrt(jnp.asarray(label_noise, prompts.y.dtype)) * eps
 
 
+def draw_input_noise(key, prompts):
+    """Standard-normal context input noise ξ (B, N, d) for the batch ``draw_eval(key, …)``.
+
+    Drawn from ``fold_in(key, 1)``, so the prompts and ε of :func:`draw_eval` are the same
+    whether or not input noise is drawn (a sweep without input noise gives the same numbers).
+    """
+    return jax.random.normal(jax.random.fold_in(key, 1), prompts.x.shape, prompts.x.dtype)
+
+
+def noisy_inputs(prompts, xi, input_noise):
+    """The context inputs as shown at input-noise level σ_x²: x + σ_x ξ (``xi`` None: x)."""
+    if xi is None:
+        return prompts.x
+    return prompts.x + jnp.sqrt(jnp.asarray(input_noise, prompts.x.dtype)) * xi
+
+
+def noise_pairs(label_noise, input_noise=None):
+    """The evaluation grid as (σ², σ_x²) pairs, σ² major: ((L·I, 2), draw ξ?, shape).
+
+    ``input_noise`` None: the σ² levels alone (shape (L,)), no input noise drawn.  Input noise
+    is drawn only when some σ_x² > 0 (a concrete decision: the values are config values).
+    """
+    s2 = np.asarray(label_noise, float).reshape(-1)
+    if input_noise is None:
+        return np.stack([s2, np.zeros_like(s2)], axis=1), False, (s2.size,)
+    sx2 = np.asarray(input_noise, float).reshape(-1)
+    grid = np.stack(np.meshgrid(s2, sx2, indexing="ij"), axis=-1).reshape(-1, 2)
+    return grid, bool(np.any(sx2 > 0)), (s2.size, sx2.size)
+
+
 def _moments(values):
     return jnp.stack([jnp.mean(values), jnp.mean(values**2)])
 
@@ -94,40 +132,53 @@ def _mean_se(m, n_total):
 
 
 def reference_risks(key, factor, n_context: int, label_noise, *, n_prompts: int, batch: int,
-                    ridge_lambda=()):
-    """Monte Carlo risks of the Bayes, OLS and ridge predictors at each σ² level.
+                    ridge_lambda=(), input_noise=None):
+    """Monte Carlo risks of the Bayes, OLS and ridge predictors at each noise level.
 
     ``key`` is split into ``n_prompts // batch`` batch keys exactly as the sweep's model
     evaluation does.  Returns ``{"bayes": (mean, se), "ols": (mean, se), "ridge":
-    (mean (λ, levels), se (λ, levels))}``; means and SEs have one entry per σ² level.
+    (mean (λ, …), se (λ, …))}``; means and SEs have one entry per σ² level, or, with
+    ``input_noise`` (a sequence of σ_x²), shape (σ² levels, σ_x² levels) on the grid of
+    :func:`noise_pairs`.  The Bayes risk is NaN wherever σ_x² > 0 (no closed-form posterior
+    mean there; see the module docstring).
     """
     n_batches = max(1, n_prompts // batch)
     keys = jax.random.split(key, n_batches)
-    levels = jnp.asarray(label_noise, jnp.result_type(float))
+    pairs, draw_xi, shape = noise_pairs(label_noise, input_noise)
+    levels = jnp.asarray(pairs, jnp.result_type(float))
     lams = jnp.asarray(tuple(ridge_lambda) or (1.0,), jnp.result_type(float))
 
     def per_batch(acc, k):
         prompts, eps = draw_eval(k, factor, n_context, batch)
+        xi = draw_input_noise(k, prompts) if draw_xi else None
 
-        def level(s2):
+        def level(noise):
+            s2, sx2 = noise[0], noise[1]
             y = noisy_labels(prompts, eps, s2)
+            x = noisy_inputs(prompts, xi, sx2)
 
             def err(lam):
-                w = jax.vmap(shrinkage_estimate, in_axes=(0, 0, None))(prompts.x, y, lam)
+                w = jax.vmap(shrinkage_estimate, in_axes=(0, 0, None))(x, y, lam)
                 return _moments((jnp.sum(w * prompts.x_query, -1) - prompts.y_query) ** 2)
 
             return err(s2), err(0.0), jax.vmap(err)(lams)
 
         return jax.tree_util.tree_map(jnp.add, acc, jax.lax.map(level, levels)), None
 
-    zero = (jnp.zeros((levels.size, 2)), jnp.zeros((levels.size, 2)),
-            jnp.zeros((levels.size, lams.size, 2)))
+    p = levels.shape[0]
+    zero = (jnp.zeros((p, 2)), jnp.zeros((p, 2)), jnp.zeros((p, lams.size, 2)))
     total, _ = jax.jit(lambda ks: jax.lax.scan(per_batch, zero, ks))(keys)
     total = jax.tree_util.tree_map(lambda a: np.asarray(a) / n_batches, total)
     n_total = n_batches * batch
-    ridge_mean, ridge_se = _mean_se(total[2], n_total)
-    return {"bayes": _mean_se(total[0], n_total), "ols": _mean_se(total[1], n_total),
-            "ridge": (ridge_mean.T, ridge_se.T)}
+    bayes_mean, bayes_se = _mean_se(total[0], n_total)
+    not_bayes = pairs[:, 1] > 0
+    bayes_mean, bayes_se = (np.where(not_bayes, np.nan, v) for v in (bayes_mean, bayes_se))
+    ols_mean, ols_se = _mean_se(total[1], n_total)
+    ridge_mean, ridge_se = _mean_se(total[2], n_total)  # (pairs, λ)
+    grid = lambda v: v.reshape(shape)  # noqa: E731
+    lam_first = lambda v: np.moveaxis(v, -1, 0).reshape((lams.size, *shape))  # noqa: E731
+    return {"bayes": (grid(bayes_mean), grid(bayes_se)), "ols": (grid(ols_mean), grid(ols_se)),
+            "ridge": (lam_first(ridge_mean), lam_first(ridge_se))}
 
 
 class EffectiveRank(NamedTuple):

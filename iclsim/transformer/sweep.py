@@ -4,12 +4,15 @@ Grid axes (``[axes]``): ``n_context`` (static: one compiled program per N), ``si
 (an index 1..K into the size list ``[model] heads/width/layers``), ``seed``,
 ``learning_rate``, ``init_scale``, ``train_label_noise`` σ₀² (all traced: every size
 shares one program, padded to the largest size and masked, :mod:`iclsim.transformer.model`).
-Evaluation (``[eval]``): context label noise σ² on a grid; every run and every
-reference (Bayes, OLS, ridge) sees the same Monte Carlo prompts.
+Evaluation (``[eval]``): context label noise σ² × context input noise σ_x² on a grid
+(σ_x² default 0: label noise only); every run and every reference (Bayes, OLS, ridge) sees
+the same Monte Carlo prompts.  The Bayes reference is left out (NaN) where σ_x² > 0
+(:mod:`iclsim.transformer.references`).
 
 Against the theory (``docs/theory/linear.md``): the rank-r LSA optimum risks
-L_r(σ²) = L_r + σ² S_r (Theorem B(a); Theorem B(d) for σ₀² > 0) are the ladder each
-trained model's risk-vs-σ² curve is fitted to (its *effective rank*).  See
+L_r(σ²) = L_r + σ² S_r (Theorem B(a); Theorem B(d) for σ₀² > 0; with input noise the
+risks R_r(σ², σ_x²) of Theorem B's (B)) are the ladder each trained model's risk-vs-σ² curve
+is fitted to (its *effective rank*, one fit per σ_x² level).  See
 ``docs/transformer.md``.
 """
 
@@ -98,6 +101,9 @@ class EvalConfig(CommonEval):
     batch: int = spec(512, "prompts per evaluation batch", lo=1, hi=1_000_000)
     label_noise: tuple[float, ...] = spec(DEFAULT_NOISE, "evaluation context label noise σ²",
                                           lo=0.0, hi=1e6, min_len=1)
+    input_noise: tuple[float, ...] = spec((0.0,), "evaluation context input noise σ_x² (shown "
+                                          "inputs x_i + ξ_i, ξ ~ N(0, σ_x² I); labels from the "
+                                          "clean x_i)", lo=0.0, hi=1e6, min_len=1)
     ridge_lambda: tuple[float, ...] = spec((1.0, 10.0), "ridge λ of the reference predictors",
                                            lo=1e-12, hi=1e9, min_len=1)
     trivial_tolerance: float = spec(0.05, "verdict trivial: risk at the smallest σ² ≥ "
@@ -236,29 +242,34 @@ def _eval_batches(cfg) -> tuple[int, int]:
     return max(1, cfg.eval.n_prompts // batch), batch
 
 
-def evaluate(key, params, factor, n_context: int, label_noise, *, n_batches: int, batch: int,
-             head_dim: int):
-    """Per run (leading axis of ``params``) and σ² level: moments of the squared error and of
-    its paired difference to the Bayes predictor on the same prompts.
+def evaluate(key, params, factor, n_context: int, noise, *, n_batches: int, batch: int,
+             head_dim: int, draw_xi: bool = False):
+    """Per run (leading axis of ``params``) and noise level: moments of the squared error and
+    of its paired difference to the Bayes predictor on the same prompts.
 
-    Returns (runs, levels, 4): E[e], E[e²], E[e − e_B], E[(e − e_B)²].  The prompt stream
-    is :func:`references.draw_eval` on ``split(key, n_batches)``, as in
-    :func:`references.reference_risks`.
+    ``noise``: (P, 2) (σ², σ_x²) pairs (:func:`references.noise_pairs`); ``draw_xi``: draw the
+    context input noise (static; False when every σ_x² is 0).  Returns (runs, P, 4): E[e],
+    E[e²], E[e − e_B], E[(e − e_B)²], e_B the error of the label-noise posterior mean on the
+    shown context (the Bayes predictor only where σ_x² = 0; :func:`assess` drops the rest).
+    The prompt stream is :func:`references.draw_eval` (and :func:`references.draw_input_noise`)
+    on ``split(key, n_batches)``, as in :func:`references.reference_risks`.
     """
     keys = jax.random.split(key, n_batches)
-    levels = jnp.asarray(label_noise, jnp.result_type(float))
+    levels = jnp.asarray(noise, jnp.result_type(float))
 
     def per_batch(acc, k):
         prompts, eps = refs.draw_eval(k, factor, n_context, batch)
+        xi = refs.draw_input_noise(k, prompts) if draw_xi else None
 
-        def level(s2):
+        def level(pair):
+            s2, sx2 = pair[0], pair[1]
             y = refs.noisy_labels(prompts, eps, s2)
-            wb = jax.vmap(refs.posterior_mean, in_axes=(0, 0, None))(prompts.x, y, s2)
+            x = refs.noisy_inputs(prompts, xi, sx2)
+            wb = jax.vmap(refs.posterior_mean, in_axes=(0, 0, None))(x, y, s2)
             eb = (jnp.sum(wb * prompts.x_query, -1) - prompts.y_query) ** 2
 
             def run(p):
-                pred = tfm.predict(p["weights"], p["masks"], prompts.x, y, prompts.x_query,
-                                   head_dim)
+                pred = tfm.predict(p["weights"], p["masks"], x, y, prompts.x_query, head_dim)
                 e = (pred - prompts.y_query) ** 2
                 g = e - eb
                 return jnp.stack([e.mean(), (e * e).mean(), g.mean(), (g * g).mean()])
@@ -269,78 +280,97 @@ def evaluate(key, params, factor, n_context: int, label_noise, *, n_batches: int
         return acc + jnp.swapaxes(out, 0, 1), None
 
     runs = jax.tree_util.tree_leaves(params)[0].shape[0]
-    zero = jnp.zeros((runs, levels.size, 4), jnp.result_type(float))
+    zero = jnp.zeros((runs, levels.shape[0], 4), jnp.result_type(float))
     total, _ = jax.lax.scan(per_batch, zero, keys)
     return total / n_batches
 
 
-_evaluate = jax.jit(evaluate, static_argnames=("n_context", "n_batches", "batch", "head_dim"))
+_evaluate = jax.jit(evaluate, static_argnames=("n_context", "n_batches", "batch", "head_dim",
+                                               "draw_xi"))
 
 
 def _ladder(cfg, n_context: int, pretrain_noise: float) -> np.ndarray:
-    """(levels, d + 1): L_r(σ²) of the rank-r LSA optimum trained at σ₀² (Theorem B(a), (d))."""
+    """(σ² levels, σ_x² levels, d + 1): R_r(σ², σ_x²) of the rank-r LSA optimum trained at σ₀²
+    (Theorem B's (B); (a) at σ_x² = 0, (d) for σ₀² > 0)."""
     cov = cfg.spectrum.covariance()
-    return oracle.optimal_risks(cov, n_context, label_noise=np.asarray(cfg.eval.label_noise),
+    return oracle.optimal_risks(cov, n_context,
+                                label_noise=np.asarray(cfg.eval.label_noise, float)[:, None],
+                                input_noise=np.asarray(cfg.eval.input_noise, float)[None, :],
                                 pretrain_label_noise=pretrain_noise)
 
 
 def assess(cfg: TransformerSweepConfig, static: TransformerStatic, runs: Runs, params, loss, key):
-    """Noisy-prompt risks (± SE), the gap to the Bayes floor, verdicts, effective rank, slope."""
+    """Noisy-prompt risks (± SE), the gap to the Bayes floor, verdicts, effective rank, slope.
+
+    Risks are on the (σ², σ_x²) grid; the effective rank and the noise line are fitted along
+    σ² at each σ_x² level (against the ladder at that σ_x²).  The Bayes gap is NaN where
+    σ_x² > 0.  Verdicts use the lowest (σ², σ_x²).
+    """
     n_batches, batch = _eval_batches(cfg)
     factor = jnp.asarray(np.linalg.cholesky(cfg.spectrum.covariance()), jnp.result_type(float))
     params = {"weights": params["weights"], "masks": params["masks"]}
-    m = np.asarray(_evaluate(key, params, factor, static.n_context, cfg.eval.label_noise,
-                             n_batches=n_batches, batch=batch, head_dim=static.shape.head_dim),
-                   float)
+    pairs, draw_xi, shape = refs.noise_pairs(cfg.eval.label_noise, cfg.eval.input_noise)
+    m = np.asarray(_evaluate(key, params, factor, static.n_context, pairs,
+                             n_batches=n_batches, batch=batch, head_dim=static.shape.head_dim,
+                             draw_xi=draw_xi), float)
+    m = m.reshape(m.shape[0], *shape, 4)  # (runs, σ², σ_x², 4)
     n_total = n_batches * batch
     risk, se = refs._mean_se(m[..., :2], n_total)
     gap, gap_se = refs._mean_se(m[..., 2:], n_total)
+    sx2 = np.asarray(cfg.eval.input_noise, float)
+    gap, gap_se = (np.where(sx2 > 0, np.nan, v) for v in (gap, gap_se))
     trace = float(np.trace(cfg.spectrum.covariance()))
     s2 = np.asarray(cfg.eval.label_noise, float)
     loss = np.asarray(loss, float)
     tail = max(1, loss.shape[1] // 10)
     final_loss = loss[:, -tail:].mean(axis=1)
-    finite = np.all(np.isfinite(risk), axis=1) & np.isfinite(final_loss)
-    lowest = int(np.argmin(s2))
-    trivial = finite & (risk[:, lowest] >= (1.0 - cfg.eval.trivial_tolerance) * trace)
+    finite = np.all(np.isfinite(risk), axis=(1, 2)) & np.isfinite(final_loss)
+    lowest = (int(np.argmin(s2)), int(np.argmin(sx2)))
+    trivial = finite & (risk[:, lowest[0], lowest[1]] >= (1.0 - cfg.eval.trivial_tolerance)
+                        * trace)
     verdict = np.where(~finite, "diverged", np.where(trivial, "trivial", "trained"))
     d = cfg.spectrum.eigenvalues().size
-    eff = np.full((len(runs), 3), -1, np.int64)
-    chi2 = np.full((len(runs), d + 1), np.nan)
-    line = np.full((len(runs), 4), np.nan)
+    k = sx2.size
+    eff = np.full((len(runs), k, 3), -1, np.int64)
+    chi2 = np.full((len(runs), k, d + 1), np.nan)
+    line = np.full((len(runs), k, 4), np.nan)
     for i in range(len(runs)):
         ladder = _ladder(cfg, static.n_context, float(runs["train_label_noise"][i]))
-        fit = refs.fit_effective_rank(risk[i], se[i], ladder, cfg.eval.fit_tolerance)
-        eff[i] = (fit.rank, fit.lo, fit.hi)
-        chi2[i] = fit.chi2
-        line[i] = refs.fit_noise_line(s2, risk[i], se[i])
+        for b in range(k):
+            fit = refs.fit_effective_rank(risk[i, :, b], se[i, :, b], ladder[:, b],
+                                          cfg.eval.fit_tolerance)
+            eff[i, b] = (fit.rank, fit.lo, fit.hi)
+            chi2[i, b] = fit.chi2
+            line[i, b] = refs.fit_noise_line(s2, risk[i, :, b], se[i, :, b])
     return {
         "eval_risk": risk, "eval_se": se, "bayes_gap": gap, "bayes_gap_se": gap_se,
-        "final_loss": final_loss, "effective_rank": eff[:, 0], "effective_rank_lo": eff[:, 1],
-        "effective_rank_hi": eff[:, 2], "fit_chi2": chi2, "clean_fit": line[:, 0],
-        "noise_slope": line[:, 1], "clean_fit_se": line[:, 2], "noise_slope_se": line[:, 3],
+        "final_loss": final_loss, "effective_rank": eff[..., 0], "effective_rank_lo": eff[..., 1],
+        "effective_rank_hi": eff[..., 2], "fit_chi2": chi2, "clean_fit": line[..., 0],
+        "noise_slope": line[..., 1], "clean_fit_se": line[..., 2], "noise_slope_se": line[..., 3],
         "verdict": verdict, "diverged": ~finite,
     }
 
 
 def run_vars(cfg: TransformerSweepConfig) -> dict:
-    noise = ("label_noise",)
+    noise = ("label_noise", "input_noise")
+    fit = ("input_noise",)
     return {
         "eval_risk": (noise, {"long_name": "Monte Carlo risk E[(ŷ − y_q)²] on prompts with "
-                              "context label noise σ²"}),
+                              "context label noise σ² and context input noise σ_x²"}),
         "eval_se": (noise, {"long_name": "standard error of eval_risk"}),
-        "bayes_gap": (noise, {"long_name": "eval_risk − Bayes risk, paired on the same prompts"}),
+        "bayes_gap": (noise, {"long_name": "eval_risk − Bayes risk, paired on the same prompts "
+                              "(NaN where σ_x² > 0: no closed-form Bayes predictor there)"}),
         "bayes_gap_se": (noise, {"long_name": "standard error of bayes_gap (paired)"}),
         "final_loss": ((), {"long_name": "training loss, mean over the last 10 % of steps"}),
-        "effective_rank": ((), {"long_name": "r minimising χ²_r of eval_risk against "
-                                "L_r(σ²) (the LSA ladder at the run's σ₀²)"}),
-        "effective_rank_lo": ((), {"long_name": "smallest r with χ²_r ≤ χ²_min + tolerance"}),
-        "effective_rank_hi": ((), {"long_name": "largest r with χ²_r ≤ χ²_min + tolerance"}),
-        "fit_chi2": (("rank_all",), {"long_name": "χ²_r of the effective-rank fit"}),
-        "clean_fit": ((), {"long_name": "intercept a of the weighted line eval_risk ≈ a + S σ²"}),
-        "clean_fit_se": ((), {"long_name": "standard error of clean_fit"}),
-        "noise_slope": ((), {"long_name": "slope S of the weighted line eval_risk ≈ a + S σ²"}),
-        "noise_slope_se": ((), {"long_name": "standard error of noise_slope"}),
+        "effective_rank": (fit, {"long_name": "r minimising χ²_r of eval_risk along σ² against "
+                                 "L_r(σ²) (the LSA ladder at the run's σ₀² and this σ_x²)"}),
+        "effective_rank_lo": (fit, {"long_name": "smallest r with χ²_r ≤ χ²_min + tolerance"}),
+        "effective_rank_hi": (fit, {"long_name": "largest r with χ²_r ≤ χ²_min + tolerance"}),
+        "fit_chi2": (("input_noise", "rank_all"), {"long_name": "χ²_r of the effective-rank fit"}),
+        "clean_fit": (fit, {"long_name": "intercept a of the weighted line eval_risk ≈ a + S σ²"}),
+        "clean_fit_se": (fit, {"long_name": "standard error of clean_fit"}),
+        "noise_slope": (fit, {"long_name": "slope S of the weighted line eval_risk ≈ a + S σ²"}),
+        "noise_slope_se": (fit, {"long_name": "standard error of noise_slope"}),
     }
 
 
@@ -352,42 +382,50 @@ def oracle_vars(cfg: TransformerSweepConfig, coords: dict):
     ns = np.asarray(coords["n_context"])
     s0s = np.asarray(coords["train_label_noise"])
     s2 = np.asarray(cfg.eval.label_noise, float)
+    sx2 = np.asarray(cfg.eval.input_noise, float)
     lams = np.asarray(cfg.eval.ridge_lambda, float)
     ladder = np.stack([np.stack([_ladder(cfg, int(n), float(s0)) for s0 in s0s]) for n in ns])
+    # The risk is affine in σ² at fixed σ_x² (Theorem B's (B)): the slope is a difference.
     slope = np.stack([np.stack([
-        oracle.optimal_risks(cov, int(n), label_noise=1.0, pretrain_label_noise=float(s0))
-        - oracle.optimal_risks(cov, int(n), pretrain_label_noise=float(s0)) for s0 in s0s])
-        for n in ns])
-    best = np.array([[oracle.best_rank(cov, int(n), label_noise=v).rank for v in s2] for n in ns])
+        oracle.optimal_risks(cov, int(n), label_noise=1.0, input_noise=sx2,
+                             pretrain_label_noise=float(s0))
+        - oracle.optimal_risks(cov, int(n), input_noise=sx2,
+                               pretrain_label_noise=float(s0)) for s0 in s0s]) for n in ns])
+    best = np.array([[[oracle.best_rank(cov, int(n), label_noise=v, input_noise=u).rank
+                       for u in sx2] for v in s2] for n in ns])
     n_batches, batch = _eval_batches(cfg)
     factor = jnp.asarray(np.linalg.cholesky(cov), jnp.result_type(float))
-    bayes = np.empty((len(ns), 2, s2.size))
-    ols = np.empty((len(ns), 2, s2.size))
-    ridge = np.empty((len(ns), 2, lams.size, s2.size))
+    bayes = np.empty((len(ns), 2, s2.size, sx2.size))
+    ols = np.empty((len(ns), 2, s2.size, sx2.size))
+    ridge = np.empty((len(ns), 2, lams.size, s2.size, sx2.size))
     for a, n in enumerate(ns):
         out = refs.reference_risks(eval_key(cfg), factor, int(n), s2, n_prompts=n_batches * batch,
-                                   batch=batch, ridge_lambda=lams)
+                                   batch=batch, ridge_lambda=lams, input_noise=sx2)
         bayes[a], ols[a], ridge[a] = out["bayes"], out["ols"], out["ridge"]
     sizes = [cfg.model.sizes()[s - 1] for s in np.asarray(coords["size"])]
     h, w, layers = (np.array([s[i] for s in sizes]) for i in range(3))
     count = np.array([tfm.param_count(d, *s, cfg.model.head_dim, cfg.model.mlp_ratio)
                       for s in sizes])
-    nl = ("n_context", "label_noise")
+    nl = ("n_context", "label_noise", "input_noise")
     data_vars = {
-        "ladder_risk": (("n_context", "train_label_noise", "label_noise", "rank_all"), ladder,
+        "ladder_risk": (("n_context", "train_label_noise", "label_noise", "input_noise",
+                         "rank_all"), ladder,
                         {"long_name": "L_r(σ²): risk of the rank-r LSA optimum (pretrained at "
-                         "σ₀²) on prompts with label noise σ² (Theorem B(a), (d))"}),
-        "ladder_slope": (("n_context", "train_label_noise", "rank_all"), slope,
-                         {"long_name": "S_r: dL_r(σ²)/dσ² of the rank-r LSA optimum"}),
-        "best_rank": (nl, best, {"long_name": "r*: best LSA rank under label noise σ²"}),
+                         "σ₀²) on prompts with label noise σ² and input noise σ_x² (Theorem "
+                         "B's (B); (a) at σ_x² = 0, (d) for σ₀² > 0)"}),
+        "ladder_slope": (("n_context", "train_label_noise", "input_noise", "rank_all"), slope,
+                         {"long_name": "S_r: dL_r(σ²)/dσ² of the rank-r LSA optimum at σ_x²"}),
+        "best_rank": (nl, best, {"long_name": "r*: best LSA rank under label noise σ² and "
+                                 "input noise σ_x²"}),
         "bayes_risk": (nl, bayes[:, 0], {"long_name": "Monte Carlo risk of the Bayes-optimal "
-                                         "(posterior-mean) predictor: the floor"}),
+                                         "(posterior-mean) predictor: the floor (NaN where "
+                                         "σ_x² > 0: no closed form there)"}),
         "bayes_se": (nl, bayes[:, 1], {"long_name": "standard error of bayes_risk"}),
         "ols_risk": (nl, ols[:, 0], {"long_name": "Monte Carlo risk of least squares X⁺ỹ"}),
         "ols_se": (nl, ols[:, 1], {"long_name": "standard error of ols_risk"}),
-        "ridge_risk": (("n_context", "ridge_lambda", "label_noise"), ridge[:, 0],
+        "ridge_risk": (("n_context", "ridge_lambda", "label_noise", "input_noise"), ridge[:, 0],
                        {"long_name": "Monte Carlo risk of ridge at λ"}),
-        "ridge_se": (("n_context", "ridge_lambda", "label_noise"), ridge[:, 1],
+        "ridge_se": (("n_context", "ridge_lambda", "label_noise", "input_noise"), ridge[:, 1],
                      {"long_name": "standard error of ridge_risk"}),
         "size_heads": (("size",), h, {"long_name": "heads h of each size"}),
         "size_width": (("size",), w, {"long_name": "d_model of each size"}),
@@ -397,7 +435,7 @@ def oracle_vars(cfg: TransformerSweepConfig, coords: dict):
         "covariance": (("i", "j"), cov),
         "trivial_risk": ((), float(np.trace(cov)), {"long_name": "risk of ŷ = 0: tr Λ"}),
     }
-    new_coords = {"label_noise": s2, "rank_all": np.arange(d + 1),
+    new_coords = {"label_noise": s2, "input_noise": sx2, "rank_all": np.arange(d + 1),
                   "ridge_lambda": lams, "i": np.arange(d), "j": np.arange(d)}
     return data_vars, new_coords, {"head_dim": cfg.model.head_dim,
                                    "mlp_ratio": cfg.model.mlp_ratio}
@@ -414,10 +452,27 @@ def usable(ds):
 
 
 def _first(ds, keep=("size", "seed", "label_noise", "rank_all")):
-    """The cell at the first value of every other run axis."""
+    """The cell at the first value of every other run axis (and of the input noise σ_x²)."""
     sel = {d: ds[d].values[0] for d in ("n_context", "learning_rate", "init_scale",
-                                        "train_label_noise") if d in ds.dims and d not in keep}
+                                        "train_label_noise", "input_noise")
+           if d in ds.dims and d not in keep}
     return ds.sel(**sel), sel
+
+
+def _one_input_level(cell):
+    """``cell`` at its first σ_x² if that axis is still there (results before eval.input_noise
+    have none)."""
+    return cell.isel(input_noise=0) if "input_noise" in cell.dims else cell
+
+
+def _input_text(ds, value=None) -> str:
+    """``", σ_x²=v"`` for titles, or "" when the result has no input noise (σ_x² = 0 only), so
+    label-noise-only tables read as before."""
+    if "input_noise" not in ds.dims or (ds["input_noise"].size == 1
+                                        and float(ds["input_noise"][0]) == 0.0):
+        return ""
+    v = float(ds["input_noise"][0]) if value is None else float(value)
+    return f", input σ_x²={v:g}"
 
 
 def _seed_stats(values, ok, mc_se):
@@ -437,7 +492,7 @@ def size_table(ds, **sel):
     when no ladder curve has the measured shape), ``slope``, ``slope_se``, ``clean``,
     ``clean_se``.  The size-level effective rank fits the seed-mean curve with these SEs.
     """
-    cell = ds.sel(**sel) if sel else _first(ds)[0]
+    cell = _one_input_level(ds.sel(**sel) if sel else _first(ds)[0])
     s0 = float(cell["train_label_noise"]) if "train_label_noise" in cell.coords else 0.0
     ok_all = ~(cell["diverged"] | (cell["verdict"] == "trivial"))
     sizes = cell["size"].values
@@ -477,14 +532,21 @@ def _cfg(ds) -> dict:
     return result_config(ds)
 
 
-def best_size(ds, n_boot: int = 400, seed: int = 0, **sel):
+def best_size(ds, n_boot: int = 400, seed: int = 0, axis: str = "label_noise", **sel):
     """Best size per σ² (the engine's :func:`best_scale` on the usable runs) and its bootstrap
     support: the fraction of resamples of the seeds (per size, with replacement) whose argmin
-    over {0} ∪ sizes is the same.  Returns (best (levels,), support (levels,))."""
+    over {0} ∪ sizes is the same.  Returns (best (levels,), support (levels,)).
+
+    ``axis = "input_noise"``: per σ_x² instead (at the σ² of ``sel``, else the first); the
+    other noise axis is taken at its first value unless ``sel`` fixes it."""
     use = usable(ds)
-    cell, fixed = (use.sel(**sel), sel) if sel else _first(use)
-    best = best_scale(use, **fixed).transpose("label_noise", ...).values.reshape(-1)
-    risk = cell["eval_risk"].transpose("size", "seed", "label_noise").values
+    cell, fixed = (use.sel(**sel), dict(sel)) if sel else _first(use)
+    other = "input_noise" if axis == "label_noise" else "label_noise"
+    if other in cell.dims:
+        fixed[other] = cell[other].values[0]
+        cell = cell.isel({other: 0})
+    best = best_scale(use, **fixed).transpose(axis, ...).values.reshape(-1)
+    risk = cell["eval_risk"].transpose("size", "seed", axis).values
     ok = ~cell["diverged"].transpose("size", "seed").values
     zero = float(ds["trivial_risk"])
     sizes = np.concatenate([[0], cell["size"].values])
@@ -516,7 +578,9 @@ def summary(ds) -> str:
 
     lines = []
     cell, fixed = _first(ds)
-    fixed_text = ", ".join(f"{k}={v:g}" for k, v in fixed.items() if k != "train_label_noise")
+    fixed_text = ", ".join(f"{k}={v:g}" for k, v in fixed.items()
+                           if k not in ("train_label_noise", "input_noise"))
+    input_text = _input_text(ds)
     s2 = ds["label_noise"].values
     for s0 in ds["train_label_noise"].values:
         sel = {**{k: v for k, v in fixed.items() if k != "train_label_noise"},
@@ -540,7 +604,8 @@ def summary(ds) -> str:
                          f"{s_r:.4f}",
                          f"{tab['gap'][a, 0]:.3f}±{tab['gap_se'][a, 0]:.3f}",
                          f"{tab['gap'][a, -1]:.3f}±{tab['gap_se'][a, -1]:.3f}"))
-        title = (f"Transformer sizes at {fixed_text}, train σ₀²={s0:g} (means over usable seeds, "
+        title = (f"Transformer sizes at {fixed_text}, train σ₀²={s0:g}{input_text} (means over "
+                 "usable seeds, "
                  "± SE = √(seed var/n + MC SE²); effective rank r [interval] fits the seed-mean "
                  "risk-vs-σ² curve to the LSA ladder L_r(σ²))")
         lines.append(format_table(rows, ("size", "params", "verdicts", f"risk σ²={s2[0]:g}",
@@ -562,11 +627,14 @@ def summary(ds) -> str:
         heads = [f"size {int(s)}" for s in ds["size"].values]
         lines.append(format_table(rows, ("σ²", *heads, "Bayes", "OLS", "best size",
                                          "support", "LSA r*"),
-                                  f"Risk vs context label noise (train σ₀²={s0:g}); best size "
+                                  f"Risk vs context label noise (train σ₀²={s0:g}{input_text});"
+                                  " best size "
                                   "over {0: ŷ = 0, risk tr Λ} ∪ sizes, support = bootstrap "
                                   "fraction over seeds"))
         lines.append(_trend_line(best, support, s2))
         lines.append("")
+        if "input_noise" in ds.dims and ds["input_noise"].size > 1:
+            lines += _input_noise_table(ds, sel, s0)
     attrs = ds.attrs
     lines.append(f"{attrs.get('setting', 'transformer')} sweep {attrs.get('config_hash', '')}: "
                  f"{attrs.get('compiles', '?')} compile(s), "
@@ -575,7 +643,37 @@ def summary(ds) -> str:
     return "\n".join(lines)
 
 
-def _trend_line(best, support, s2) -> str:
+def _input_noise_table(ds, sel, s0) -> list[str]:
+    """Risk vs context input noise σ_x² per size at the first σ², the references (least
+    squares; no Bayes floor with input noise), the best size and the LSA's r*(σ², σ_x²)."""
+    from iclsim.report import format_table
+
+    sx2 = ds["input_noise"].values
+    v0 = ds["label_noise"].values[0]
+    base = {k: v for k, v in sel.items() if k != "input_noise"}
+    tabs = [size_table(ds, **base, input_noise=u) for u in sx2]
+    best, support = best_size(ds, axis="input_noise", **base, label_noise=v0)
+    c = ds.sel(**base, label_noise=v0)
+    rows = []
+    for b, u in enumerate(sx2):
+        risks = [f"{tabs[b]['risk'][a, 0]:.3f}±{tabs[b]['se'][a, 0]:.3f}"
+                 for a in range(ds["size"].size)]
+        ladder = c["ladder_risk"].sel(input_noise=u)
+        r_star = int(c["best_rank"].sel(input_noise=u))
+        rows.append((f"{u:g}", *risks, f"{float(c['ols_risk'].sel(input_noise=u)):.3f}",
+                     f"{float(ladder.sel(rank_all=r_star)):.3f}",
+                     "all excluded" if not np.isfinite(best[b]) else int(best[b]),
+                     f"{support[b]:.2f}", r_star))
+    heads = [f"size {int(s)}" for s in ds["size"].values]
+    title = (f"Risk vs context input noise σ_x² at σ²={v0:g} (train σ₀²={s0:g}); LSA: the "
+             "rank-r* optimum's risk R_r*(σ², σ_x²) (Theorem B(b)); no Bayes floor with input "
+             "noise (not closed-form)")
+    return [format_table(rows, ("σ_x²", *heads, "OLS", "LSA R_r*", "best size", "support",
+                                "LSA r*"), title),
+            _trend_line(best, support, sx2, "σ_x²"), ""]
+
+
+def _trend_line(best, support, s2, symbol="σ²") -> str:
     """Does the best size fall as σ² grows?  Counted over consecutive σ² levels."""
     b = np.asarray(best, float)
     ok = np.isfinite(b)
@@ -584,10 +682,11 @@ def _trend_line(best, support, s2) -> str:
         return "best size: too few levels"
     steps = np.diff(b)
     falls, rises = int(np.sum(steps < 0)), int(np.sum(steps > 0))
-    where = ", ".join(f"σ² {s[i]:g}→{s[i + 1]:g}" for i in np.flatnonzero(steps > 0))
-    verdict = ("the best size never rises as σ² grows" if rises == 0
+    where = ", ".join(f"{symbol} {s[i]:g}→{s[i + 1]:g}" for i in np.flatnonzero(steps > 0))
+    verdict = (f"the best size never rises as {symbol} grows" if rises == 0
                else f"the best size RISES at {rises} step(s) ({where})")
-    return (f"best size: {int(b[0])} at σ²={s[0]:g} → {int(b[-1])} at σ²={s[-1]:g}; falls at "
+    return (f"best size: {int(b[0])} at {symbol}={s[0]:g} → {int(b[-1])} at {symbol}={s[-1]:g}; "
+            "falls at "
             f"{falls} of {steps.size} consecutive steps; {verdict}; mean bootstrap support "
             f"{float(np.mean(np.asarray(support)[ok])):.2f}")
 
