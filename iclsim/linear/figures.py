@@ -23,7 +23,8 @@ figure's footer).  Which figures are drawn depends on the axes the sweep varied:
   eigenbasis of Λ (Uᵀ Γ U; Theorem A: diagonal, top-r entries only);
 * ``linear_gamma_error`` — always: ‖Γ − Γ_r‖_F/‖Γ_r‖_F and |R(Γ) − L_r|/L_r per
   rank, marked by verdict;
-* ``linear_training_curves`` — always: training loss minus L_r against the step.
+* ``linear_training_curves`` — always: (training loss − L_r)/(L_(r−1) − L_r) against the
+  step (1: stalled on the rank-(r − 1) plateau; Monte Carlo: trailing mean ± 2 SE).
 
 The oracle risk is affine in σ² (at fixed σ_x²) and in σ_x² (at fixed σ²), so
 the theory lines between the stored grid points are exact.
@@ -337,6 +338,7 @@ def gamma_error(ds, out_dir, formats):
     ranks = ds["rank"].values
     seen = set()
     floor = 1e-16
+    open_drawn = filled_drawn = False  # R(Γ) < L_r (open markers) / R(Γ) > L_r (filled)
     for c, n in enumerate(ds.n_context.values):
         color = f"C{c % 10}" if ds.n_context.size > 1 else "C0"
         ok = ~_first(ds, "diverged").sel(n_context=n)
@@ -358,6 +360,8 @@ def gamma_error(ds, out_dir, formats):
                 kw = dict(marker=style["marker"], ls="none", ms=5, alpha=0.6)
                 ax.plot(ranks[m] + offset, e[m], mec=style["color"], mfc=style["color"], **kw)
                 pos, neg = m & (x > 0), m & ~(x > 0) & np.isfinite(x)
+                open_drawn |= bool(neg.any())
+                filled_drawn |= bool(pos.any())
                 ax_risk.plot(ranks[pos] + offset, np.maximum(x[pos], floor), mec=style["color"],
                              mfc=style["color"], **kw)
                 ax_risk.plot(ranks[neg] + offset, np.maximum(-x[neg], floor), mec=style["color"],
@@ -388,43 +392,119 @@ def gamma_error(ds, out_dir, formats):
             labels.append(st["label"])
     ax.legend(handles, labels, fontsize=7)
     ax_risk.set_ylabel("|R(Γ) − L_r| / L_r")
-    ax_risk.set_title("Excess risk over L_r on the training distribution\n"
-                      "(open markers: R(Γ) < L_r, i.e. float32 rounding or MC error)", fontsize=9)
+    ax_risk.set_title("Excess risk over L_r on the training distribution", fontsize=10)
+    if open_drawn:  # say what open markers mean only where some are drawn
+        kinds = [(Line2D([], [], marker="o", color="0.3", ls="none"), "R(Γ) > L_r")] * \
+            filled_drawn
+        kinds.append((Line2D([], [], marker="o", mec="0.3", mfc="none", ls="none"),
+                      "R(Γ) < L_r (float32 rounding or MC error)"))
+        ax_risk.legend(*zip(*kinds), fontsize=7, title="marker fill", title_fontsize=7)
     _add_footer(fig, ds)
     paths = _save(fig, out_dir, "linear_gamma_error", formats)
     plt.close(fig)
     return paths
 
 
+#: Trailing window of the Monte Carlo training curves: the stored window means between
+#: (1 − _TRAIL)·t and t are averaged at step t.
+_TRAIL = 0.2
+
+
+def trailing_mean(loss, steps, *, trail=_TRAIL):
+    """Trailing averages of a stored Monte Carlo loss curve with their standard errors.
+
+    ``loss`` (..., T) holds the means of consecutive windows of training steps (the
+    result's ``loss``), ``steps`` (T,) the last step of each window.  At every ``t`` the
+    windows ending in ((1 − trail)·t, t] (at least one) are averaged; the SE is their sample
+    SD over √count (NaN for one window).  The windows are means over independent fresh
+    prompts, so their scatter is the sampling noise plus the drift of the loss inside the
+    trailing window: the SE is conservative where the curve still falls.
+    Returns ``(mean, se)``, each shaped like ``loss``.
+    """
+    loss = np.asarray(loss, float)
+    steps = np.asarray(steps, float)
+    mean = np.full(loss.shape, np.nan)
+    se = np.full(loss.shape, np.nan)
+    for k, t in enumerate(steps):
+        sel = (steps > (1.0 - trail) * t) & (steps <= t)
+        part = loss[..., sel]
+        count = np.sum(np.isfinite(part), axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean[..., k] = np.nanmean(part, axis=-1) if part.shape[-1] else np.nan
+            if part.shape[-1] > 1:
+                sd = np.nanstd(part, axis=-1, ddof=1)
+                se[..., k] = np.where(count > 1, sd / np.sqrt(count), np.nan)
+    return mean, se
+
+
 def training_curves(ds, out_dir, formats):
-    """|training loss − L_r| against the step, per rank (mean over seeds, first N)."""
+    """Excess training loss per rank in units of the rank's own gain, against the step.
+
+    y = (loss − L_r) / (L_{r−1} − L_r): 1 is the rank-(r − 1) plateau (the run has not yet
+    learnt its weakest direction: ``stuck_at_rank_k`` with k = r − 1), 0 is the optimum,
+    ±0.1 the verdict tolerance of ``classify_runs`` (a tenth of that gain).  A stall shows
+    as a curve that flattens at or above 1; a rank that converges falls through 1 to 0.
+
+    Population mode: the stored loss is the exact risk R(Γ) (window means), drawn on a log
+    axis down to the float32 resolution.  Monte Carlo mode: the stored window means of
+    the batch loss are noisy (one window's SE is about 1/3 of L_7 − L_8 in the quickstart),
+    and the result stores neither Γ nor its exact risk along the way, so each curve is a
+    trailing average over the last 20 % of the steps (:func:`trailing_mean`), drawn with a
+    ±2 SE band on a symlog axis (linear within ±1, logarithmic above).  Its resolution
+    grows with the step: it can tell a rank-(r − 1) plateau from the optimum once the band
+    is narrower than 1.  Curves are means over the non-diverged seeds at the first N,
+    learning rate, init scale and σ₀²; per-seed outcomes are in ``linear_gamma_error``.
+    """
     plt = _plt()
     n = ds.n_context.values[0]
     s0 = _s0(ds)
     ranks = ds["rank"].values
     colors = _colors(plt, len(ranks))
     mode = _config(ds).get("train", {}).get("mode", "")
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
+    exact = mode == "population"
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
     ok = ~_first(ds, "diverged").sel(n_context=n)
     loss = _first(ds, "loss").sel(n_context=n).where(ok)
     steps = ds["step"].values
+    ladder = ds["optimal_risk"].sel(n_context=n, train_label_noise=s0).values  # L_0..L_d
+    floor = np.inf
     for color, r in zip(colors, ranks):
-        target = float(ds["optimal_risk"].sel(n_context=n, train_label_noise=s0, rank_all=r))
-        gap = np.abs(loss.sel(rank=r).mean("seed").values - target)
-        ax.plot(steps, np.maximum(gap, 1e-12), color=color, lw=1.1, label=f"r = {r}")
-    if mode == "population":
-        resolution = float(np.finfo(np.float32).eps) * float(np.nanmax(ds["optimal_risk"].values))
-        ax.axhline(resolution, color="0.5", ls=":", lw=1,
-                   label="float32 resolution of the loss")
+        gain = float(ladder[r - 1] - ladder[r])
+        runs = loss.sel(rank=r).transpose("seed", "step").values
+        if exact:
+            excess = (np.nanmean(runs, axis=0) - ladder[r]) / gain
+            resolution = float(np.finfo(np.float32).eps) * float(ladder[r]) / gain
+            floor = min(floor, resolution)
+            ax.plot(steps, np.maximum(np.abs(excess), 0.1 * resolution), color=color, lw=1.1,
+                    label=f"r = {r}")
+            continue
+        mean, se = trailing_mean(runs, steps)
+        with np.errstate(invalid="ignore"):
+            count = np.sum(np.isfinite(mean), axis=0)
+            seed_mean = np.nanmean(mean, axis=0)
+            seed_se = np.sqrt(np.nansum(se ** 2, axis=0)) / np.maximum(count, 1)
+        excess, band = (seed_mean - ladder[r]) / gain, 2.0 * seed_se / gain
+        ax.plot(steps, excess, color=color, lw=1.1, label=f"r = {r}")
+        ax.fill_between(steps, excess - band, excess + band, color=color, alpha=0.18, lw=0)
+    ax.axhline(1.0, color="C3", ls="--", lw=0.9, label="rank r − 1 plateau (L_(r−1))")
     ax.set_xscale("log")
-    _log_y(ax)
-    ax.set_xlabel("Adam step")
-    ax.set_ylabel("|training loss − L_r|")
-    what = {"population": "exact population risk R(Γ)",
-            "monte_carlo": "Monte Carlo batch loss (noisy: floor ≈ its SE)"}.get(mode, "loss")
-    window = int(steps[0]) if steps.size else 1
-    ax.set_title(f"Training loss vs the rank-r optimum L_r (N = {n})\n{what}; mean over seeds "
-                 f"and windows of {window} steps", fontsize=9)
+    if exact:
+        _log_y(ax)
+        ax.set_ylabel("|R(Γ) − L_r| / (L_(r−1) − L_r)")
+        what = ("exact population risk R(Γ), mean over seeds; noise floor: float32 rounding "
+                f"of R (down to {floor:.0e} here)")
+    else:
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.axhspan(-0.1, 0.1, color="C2", alpha=0.12, lw=0, label="verdict tolerance (±0.1)")
+        ax.set_yscale("symlog", linthresh=1.0, linscale=1.5)
+        ax.set_ylim(bottom=-0.6)
+        ax.set_ylabel("(loss − L_r) / (L_(r−1) − L_r)")
+        what = ("Monte Carlo batch loss: trailing mean over the last 20 % of the steps ± 2 SE, "
+                "mean over seeds")
+    ax.set_xlabel("optimizer step (Adam; population mode: L-BFGS for the last half)" if exact
+                  else "Adam step")
+    ax.set_title(f"Excess training loss in units of the rank-r gain (N = {n}): 0 = optimum L_r, "
+                 f"1 = stalled at rank r − 1\n{what}", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     _add_footer(fig, ds)
     paths = _save(fig, out_dir, "linear_training_curves", formats)
