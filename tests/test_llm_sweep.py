@@ -113,11 +113,11 @@ def parse_prefix(prefix: str) -> list[tuple[str, int]]:
 
 @pytest.fixture(autouse=True)
 def _fresh_task_cache():
-    """``iclsim.llm.sweep._task`` is memoised on (name, margin, max_words), not on the data
-    folder: clear it so a test never sees another test's data."""
-    llm_sweep._task.cache_clear()
+    """``iclsim.llm.sweep._task_at`` is memoised per data folder; cleared anyway, so a test
+    never depends on another test's order."""
+    llm_sweep._task_at.cache_clear()
     yield
-    llm_sweep._task.cache_clear()
+    llm_sweep._task_at.cache_clear()
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -131,7 +131,7 @@ def e2e(tmp_path_factory):
     toml = sweep_file(root / "sweep.toml")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ICLSIM_CACHE", str(cache))
-        llm_sweep._task.cache_clear()
+        llm_sweep._task_at.cache_clear()
         rc = cli.main(["run", str(toml), "--out", str(root / "out"), "--quiet"])
         assert rc == 0
         folder = result_folder(root / "out")
@@ -145,7 +145,7 @@ def e2e(tmp_path_factory):
                 for p in cfg.axes.label_flip:
                     prompts[task, p, seed] = llm_sweep.demonstrations(
                         cfg, task, 4, "sentiment", 0.0, p, seed)
-        llm_sweep._task.cache_clear()
+        llm_sweep._task_at.cache_clear()
     return dict(root=root, cache=cache, toml=toml, ds=ds, cfg=cfg, expected=expected,
                 prompts=prompts, query_sets=query_sets)
 
@@ -441,32 +441,32 @@ REAL_CACHE = Path.home() / ".cache" / "iclsim"
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
     gguf = REAL_CACHE / "models" / "smollm2-135m.gguf"
-    data = REAL_CACHE / "data" / "vader-3.3.2" / DATA_FILES["movies"][0]
+    data = REAL_CACHE / "data" / "vader-3.3.2" / DATA_FILES["products"][0]
     if not gguf.is_file() or not data.is_file():
         pytest.skip(f"needs the real smollm2-135m and VADER data in {REAL_CACHE} "
                     "(iclsim llm fetch smollm2-135m data)")
     root = tmp_path_factory.mktemp("real")
     toml = sweep_file(root / "real.toml", name='"llmreal"', axes__model='["smollm2-135m"]',
-                      axes__task='["movies"]', axes__k="[8]", axes__label_flip="[0.0, 1.0]",
-                      axes__seeds="2", eval__n_queries="16", eval__batch="8",
+                      axes__task='["products"]', axes__k="[8]", axes__label_flip="[0.0, 1.0]",
+                      axes__seeds="2", eval__n_queries="32", eval__batch="8",
                       eval__sensitivity_flip="1.0", data__margin="2.0")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ICLSIM_CACHE", str(REAL_CACHE))
-        llm_sweep._task.cache_clear()
+        llm_sweep._task_at.cache_clear()
         rc = cli.main(["run", str(toml), "--out", str(root / "out"), "--quiet"])
         assert rc == 0
         folder = result_folder(root / "out")
         ds = xr.open_dataset(folder / "result.nc").load()
         cfg = parse(llm_sweep.LLMSweepConfig, json.loads((folder / "config.json").read_text()))
-        prompts = {(p, s): llm_sweep.demonstrations(cfg, "movies", 8, "sentiment", 0.0, p, s)[0]
+        prompts = {(p, s): llm_sweep.demonstrations(cfg, "products", 8, "sentiment", 0.0, p, s)[0]
                    for p in (0.0, 1.0) for s in (0, 1)}
-        llm_sweep._task.cache_clear()
+        llm_sweep._task_at.cache_clear()
     return ds.squeeze(["model", "task", "k", "label_words", "input_noise"]), prompts
 
 
 def test_real_smollm2_mechanics(real):
     ds, prompts = real
-    assert dict(ds["correct"].sizes) == {"label_flip": 2, "seed": 2, "query": 16}
+    assert dict(ds["correct"].sizes) == {"label_flip": 2, "seed": 2, "query": 32}
     assert ds["present"].values.all() and not ds["diverged"].values.any()
     np.testing.assert_array_equal(ds["n_flipped"].sel(label_flip=0.0).values, [0, 0])
     np.testing.assert_array_equal(ds["n_flipped"].sel(label_flip=1.0).values, [8, 8])
@@ -474,7 +474,7 @@ def test_real_smollm2_mechanics(real):
     assert np.isfinite(ds["margin"].values).all()
     for s in (0, 1):
         labels = ds["query_label"].sel(seed=s, label_flip=0.0).values
-        assert labels.sum() == 8  # 8 of each class
+        assert labels.sum() == 16  # 16 of each class
         clean, flipped = parse_prefix(prompts[0.0, s]), parse_prefix(prompts[1.0, s])
         assert len(clean) == len(flipped) == 8
         assert [t for t, _ in clean] == [t for t, _ in flipped]
@@ -495,10 +495,9 @@ def test_real_smollm2_clean_queries_discriminated_above_chance(real):
     """The model separates the classes on clean prompts (p = 0): within each seed, the score
     d = log p(" positive") - log p(" negative") is larger for positive than for negative
     queries.  Null: the model carries no information about the label, so within a seed the
-    8 positive and 8 negative d's are exchangeable; the exact one-sided Mann-Whitney p-value
+    16 positive and 16 negative d's are exchangeable; the exact one-sided Mann-Whitney p-value
     of each seed is then uniform, and by Fisher's method -2 sum log p ~ chi2(4).  Bound:
-    reject at alpha = 0.01.  (Measured here: the ranks separate perfectly in both seeds, p =
-    1/12870 each.)  This is a rank statistic, so it is blind to the label-word bias that
+    reject at alpha = 0.01.  This is a rank statistic, so it is blind to the label-word bias that
     limits the accuracy below."""
     from scipy.stats import chi2
 
@@ -513,17 +512,16 @@ def test_real_smollm2_clean_queries_discriminated_above_chance(real):
     assert chi2.sf(fisher, 2 * len(ps)) < 0.01, ps
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured: smollm2-135m answers 19/32 clean movie queries (seed 0: 11/16, seed 1: 8/16, "
-    "all 'negative'): label-word bias, not lack of signal (the rank test above passes); the "
-    "binomial bound needs >= 24/32"))
 def test_real_smollm2_clean_accuracy_above_chance(real):
-    """Clean accuracy above chance: under H0 (each of the 32 clean queries correct with
-    probability 1/2, independently), X = number correct ~ Binomial(32, 1/2); one-sided test at
-    alpha = 0.01: P(X >= 24) = 0.0035 <= 0.01 < P(X >= 23) = 0.0100, so the bound is
-    X >= 24 (accuracy >= 0.75)."""
+    """Clean accuracy above chance: under H0 (each of the 64 clean queries correct with
+    probability 1/2, independently), X = number correct ~ Binomial(64, 1/2); one-sided test at
+    alpha = 0.01: P(X >= 42) = 0.0084 <= 0.01, so the bound is X >= 42 (accuracy >= 0.66).
+    Measured here: product reviews (margin 2.0, k = 8), 2 seeds x 32 queries. On movie
+    snippets smollm2-135m answers only 19/32 (a label-word bias: one seed answers 'negative'
+    to every query, while the rank test above still separates the classes); documented in
+    docs/llm.md."""
     ds, _ = real
     x = int(ds["correct"].sel(label_flip=0.0).values.sum())
-    n = 32
+    n = 64
     tail = sum(math.comb(n, i) for i in range(x, n + 1)) / 2 ** n  # P(X >= x | H0), by hand
     assert tail < 0.01, f"{x}/{n} correct, one-sided binomial p = {tail:.4f}"

@@ -290,11 +290,24 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None,
             out, stale_from = stale, stale.name
     pid = jax.process_index()
     suffix = f"p{pid}"
+    fresh = not out.exists() and not config_folder.exists()
     with store.sweep_lock(out, f".lock.{suffix}"), precision_scope(cfg.precision):
         traces_before = trace_count()
         try:
             return _run_locked(cfg, setting, out, record, code, stale_from, start, quiet=quiet,
                                devices=devices)
+        except ValueError:
+            # a bad input found only once the work started (e.g. a model folder that does not
+            # load): a fresh folder with no finished group is removed, so nothing is left
+            # half-written; otherwise the finished groups stay for the rerun
+            if fresh and jax.process_count() == 1 and not any(out.glob("group-*.npz")):
+                import shutil
+
+                shutil.rmtree(config_folder, ignore_errors=True)
+            elif (out / "config.json").exists():
+                _append_leg(out, suffix, start, trace_count() - traces_before, code,
+                            interrupted=True)
+            raise
         except BaseException:  # interrupted or failed: the leg still counts (wall, compiles)
             if (out / "config.json").exists():
                 _append_leg(out, suffix, start, trace_count() - traces_before, code,

@@ -201,8 +201,15 @@ def _file_identity(path: Path) -> str:
 # ------------------------------------------------------------------------------ data
 
 
-@functools.lru_cache(maxsize=16)
 def _task(name: str, margin: float, max_words: int):
+    from iclsim.llm.data import data_dir
+
+    return _task_at(name, margin, max_words, str(data_dir()))
+
+
+@functools.lru_cache(maxsize=16)
+def _task_at(name: str, margin: float, max_words: int, folder: str):
+    """Cached per data folder (``$ICLSIM_CACHE`` may change within a process)."""
     from iclsim.llm.data import load_task
 
     return load_task(name, margin=margin, max_words=max_words)
