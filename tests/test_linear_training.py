@@ -238,3 +238,85 @@ def test_train_validation(kwargs, field):
     args.update(kwargs)
     with pytest.raises(ValueError, match=field):
         linear.train(jax.random.key(0), COV3, args.pop("n_context"), args.pop("ranks"), **args)
+
+
+def _kappa(weights):
+    """u² − (‖A‖² + ‖B‖²)/2 per run (the quantity gradient flow conserves)."""
+    w = jax.tree_util.tree_map(np.asarray, weights)
+    return w["u"] ** 2 - 0.5 * (np.sum(w["a"] ** 2, axis=(-2, -1)) + np.sum(w["b"] ** 2,
+                                                                           axis=(-2, -1)))
+
+
+def test_balance_u_keeps_gamma_and_restores_the_flow_balance():
+    """One balanced step: Γ is that of the plain step, κ that of the initial weights."""
+    from iclsim.linear.training import balance_u
+
+    rng = np.random.default_rng(0)
+    params = {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=(4, 3)), "u": np.float64(0.7)}
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    step = jax.tree_util.tree_map(lambda p: 0.3 * jnp.asarray(rng.normal(size=p.shape)), params)
+    step["u"] = jnp.asarray(-0.4)  # a large drift of u, as Adam makes
+    tx = balance_u()
+    state = tx.init(params)
+    balanced, _ = tx.update(step, state, params)
+    plain = jax.tree_util.tree_map(jnp.add, params, step)
+    new = jax.tree_util.tree_map(jnp.add, params, balanced)
+    gamma = lambda w: w["u"] * w["b"] @ w["a"].T  # noqa: E731  (Γ = u W₁₁ᵀ, W₁₁ = A Bᵀ)
+    np.testing.assert_allclose(gamma(new), gamma(plain), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_kappa(new), _kappa(params), rtol=1e-10)
+    assert abs(float(_kappa(plain) - _kappa(params))) > 0.1  # the plain step did move κ
+    with pytest.raises(ValueError, match="params"):
+        tx.update(step, state, None)
+
+
+def test_block_training_keeps_u_balanced_only_with_flow():
+    """Adam on the block LSA lets u drift off the flow balance; u_balance="flow" holds it
+    (this drift, u → ~0.1, is what left ranks 7, 8 of the quickstart on a plateau)."""
+    from iclsim.linear.training import optimizer
+
+    cfg = lsa.LSAConfig(3, 3, "block")
+    cov = jnp.asarray(COV3)
+    drift = {}
+    for balance in ("none", "flow"):
+        static = TrainStatic(d=3, n_context=10, r_max=3, parametrization="block", steps=150,
+                             lbfgs_fraction=0.0, u_balance=balance)
+        tx = optimizer(static)({"learning_rate": jnp.asarray(0.05)})
+        params = lsa.init(jax.random.key(0), cfg, rank=3, scale=0.01)
+        state = tx.init(params["weights"])
+
+        def risk(w, params=params):
+            return lsa.reduced_population_risk(lsa.effective_gamma({**params, "weights": w}),
+                                               cov, 10)
+
+        @jax.jit
+        def step(w, state, tx=tx, risk=risk):
+            updates, state = tx.update(jax.grad(risk)(w), state, w)
+            return jax.tree_util.tree_map(jnp.add, w, updates), state
+
+        w = params["weights"]
+        for _ in range(150):
+            w, state = step(w, state)
+        # κ at init is 1 − (‖A‖² + ‖B‖²)/2 ≈ 1 − 9·0.01² (u = 1, 9 entries each of A, B).
+        drift[balance] = abs(float(_kappa(w)) - 1.0)
+        assert float(risk(w)) < 0.5 * float(jnp.trace(cov))  # it did train
+    assert drift["none"] > 0.2, drift
+    assert drift["flow"] < 2e-3, drift
+    with pytest.raises(ValueError, match="u_balance"):
+        TrainStatic(d=3, n_context=5, r_max=3, parametrization="block", u_balance="both")
+
+
+def test_sweep_key_u_balance_reaches_the_trainer():
+    """``train.u_balance``: default "flow", passed to the compiled program, validated."""
+    from iclsim.engine.config import ConfigError, load_toml, parse
+    from iclsim.linear.sweep import LinearSweepConfig, _static
+
+    from pathlib import Path
+
+    data = load_toml(Path(__file__).parent.parent / "sweeps" / "quickstart.toml")
+    data.setdefault("model", {})["parametrization"] = "block"
+    assert _static(parse(LinearSweepConfig, data), 20).u_balance == "flow"
+    data["train"]["u_balance"] = "none"
+    assert _static(parse(LinearSweepConfig, data), 20).u_balance == "none"
+    data["train"]["u_balance"] = "sometimes"
+    with pytest.raises(ConfigError, match="u_balance"):
+        parse(LinearSweepConfig, data)

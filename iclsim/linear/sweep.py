@@ -19,7 +19,7 @@ from iclsim.engine.setting import Runs, axis_values, best_scale
 from iclsim.linear import oracle
 from iclsim.linear.model import INITS, PARAMETRIZATIONS
 from iclsim.linear.training import (
-    MODES, SAMPLERS, TrainStatic, assess_runs, evaluate, linear_trainer,
+    MODES, SAMPLERS, U_BALANCES, TrainStatic, assess_runs, evaluate, linear_trainer,
 )
 
 __all__ = ["LinearSweepConfig", "LINEAR", "RUN_AXES", "VERDICT_CODES"]
@@ -103,6 +103,10 @@ class TrainConfig(CommonTrain):
     u_lr_scale: float = spec(1.0, "block: u's learning rate as a fraction of the others' (u drifts "
                              "under Adam, Γ = u A Bᵀ being invariant to u → cu, A → A/c; 0.1 keeps "
                              "it near 1)", lo=0.0, hi=1.0)
+    u_balance: str = spec("flow", "block: after every Adam step rescale (u, A, B) → (cu, A/√c, "
+                          "B/√c), Γ unchanged, to the balance u² − (‖A‖² + ‖B‖²)/2 that gradient "
+                          "flow keeps (flow; without it u drifts to ~0.1 and ranks 7, 8 stall on "
+                          "a plateau) or leave u free (none)", choices=U_BALANCES)
     loo: bool = spec(False, "monte_carlo, reduced/block: each of N + 1 examples is the query "
                      "of the other N (same objective, much less gradient noise; tokens sampler)")
 
@@ -167,6 +171,7 @@ def _static(cfg: LinearSweepConfig, n_context: int) -> TrainStatic:
         average_tail=cfg.train.average_tail,
         train_noise=any(s > 0 for s in cfg.axes.train_label_noise), adam_b1=cfg.train.adam_b1,
         sampler=cfg.train.sampler, loo=cfg.train.loo, u_lr_scale=cfg.train.u_lr_scale,
+        u_balance=cfg.train.u_balance,
     )
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,8 @@ __all__ = [
     "relative_gradient",
     "converged_tolerance",
     "optimizer",
+    "balance_u",
+    "U_BALANCES",
 ]
 
 MODES = ("population", "monte_carlo")
@@ -66,6 +68,8 @@ MODES = ("population", "monte_carlo")
 #: (h, or the Gram for the full LSA) in O(d²) per prompt (``sample_statistic``,
 #: ``sample_gram``); "tokens" draws every (x_i, y_i) (the reference).
 SAMPLERS = ("statistic", "tokens")
+#: Block parametrisation: how (u, A, B) are kept balanced (:func:`balance_u`).
+U_BALANCES = ("none", "flow")
 VERDICTS = ("optimum_reached", "stuck_at_rank_k", "not_converged", "diverged")
 
 
@@ -92,6 +96,9 @@ class TrainStatic:
     """Block parametrisation: u's learning rate as a fraction of the others'.  Γ = u A Bᵀ is
     invariant under u → c u, A → A / c, and Adam's per-parameter steps let u drift
     (to ~0.1 in 8000 steps), shrinking every step in Γ-space; a small scale keeps u near 1."""
+    u_balance: str = "flow"
+    """Block parametrisation: "flow" rebalances (u, A, B) after every Adam step to the
+    balance gradient flow keeps (:func:`balance_u`; Γ unchanged); "none" leaves u free."""
     loo: bool = False
     """Monte Carlo: every one of N + 1 token examples is a query for the other N
     (leave-one-out; the same population objective, ~N + 1 times the signal per prompt);
@@ -110,6 +117,8 @@ class TrainStatic:
                              f"objective for the line search), got mode={self.mode!r}")
         check_in_range("adam_b1", self.adam_b1, 0.0, 0.9999)
         check_in_range("u_lr_scale", self.u_lr_scale, 0.0, 1.0)
+        if self.u_balance not in U_BALANCES:
+            raise ValueError(f"u_balance must be one of {U_BALANCES}, got {self.u_balance!r}")
         check_int("n_context", self.n_context, 1)
         check_int("batch", self.batch, 1)
         check_int("steps", self.steps, 1)
@@ -138,6 +147,51 @@ class TrainStatic:
         return max(1, self.steps - int(round(self.lbfgs_fraction * self.steps)))
 
 
+class BalanceState(NamedTuple):
+    kappa: jax.Array
+    """u² − (‖A‖²_F + ‖B‖²_F)/2 of the initial weights (kept by gradient flow)."""
+
+
+def balance_u(newton_steps: int = 6) -> optax.GradientTransformation:
+    """Rebalance the block parametrisation after each step, keeping Γ = u (A Bᵀ)ᵀ exactly.
+
+    Γ is invariant under u → c·u, A → A/√c, B → B/√c.  Gradient flow conserves
+    κ = u² − (‖A‖²_F + ‖B‖²_F)/2 (each of u² − ‖A‖² and u² − ‖B‖² is conserved: the
+    loss's derivatives along u, A and B all contract the same ⟨∇_Γ R, B Aᵀ⟩), so u grows
+    with the factors; Adam's per-parameter step sizes break this and let u drift to ~0.1
+    while A and B grow ~3×, which shrinks every step in Γ-space ~10× and leaves the weak
+    directions (ranks 7, 8 of the canonical example) on a plateau.  This transformation
+    follows each update with the c > 0 that restores the initial κ — the root of
+    c²u² − S/c = κ, S = (‖A‖² + ‖B‖²)/2, unique since the left side increases in c — by
+    Newton's method from c = 1 (the weights move little per step).  It acts on the
+    weights only; Adam's moments are left as they are.  Needs the block parametrisation
+    (weights ``u``, ``a``, ``b``); with u = 0 it leaves the step unchanged.
+    """
+
+    def halfnorm(w):
+        return 0.5 * (jnp.sum(w["a"] ** 2) + jnp.sum(w["b"] ** 2))
+
+    def init(params):
+        return BalanceState(params["u"] ** 2 - halfnorm(params))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("balance_u needs the weights (params) in update()")
+        new = jax.tree_util.tree_map(lambda p, d: p + d, params, updates)
+        uu, big_s = new["u"] ** 2, halfnorm(new)
+        c = jnp.ones_like(uu)
+        for _ in range(newton_steps):
+            f = c * c * uu - big_s / c - state.kappa
+            c = c - f / (2.0 * c * uu + big_s / (c * c))
+            c = jnp.maximum(c, 1e-3)
+        c = jnp.where((uu > 0) & jnp.isfinite(c), c, 1.0)
+        root = jnp.sqrt(c)
+        target = {**new, "u": new["u"] * c, "a": new["a"] / root, "b": new["b"] / root}
+        return jax.tree_util.tree_map(lambda t, p: t - p, target, params), state
+
+    return optax.GradientTransformation(init, update)
+
+
 def optimizer(static: TrainStatic):
     """The optax optimizer of ``static`` as a factory ``hyper -> GradientTransformation``.
 
@@ -156,6 +210,8 @@ def optimizer(static: TrainStatic):
         if static.parametrization == "block" and static.u_lr_scale != 1.0:
             scale = {"u": static.u_lr_scale, "a": None, "b": None}
             first = optax.chain(first, step_mask(lambda count: scale))
+        if static.parametrization == "block" and static.u_balance == "flow":
+            first = optax.chain(first, balance_u())
         if static.adam_steps >= static.steps:
             return first
         return switch_at(first, lbfgs(), static.adam_steps)
@@ -535,6 +591,8 @@ def train(
     lbfgs_fraction=None,
     sampler="statistic",
     loo=False,
+    u_lr_scale=1.0,
+    u_balance="flow",
     progress=False,
 ) -> LinearTrainResult:
     """Train rank-limited LSA models for every (rank, seed) in one compiled program.
@@ -596,7 +654,8 @@ def train(
         final_lr_fraction=final_lr_fraction, average_tail=average_tail,
         train_noise=bool(train_label_noise), adam_b1=float(adam_b1),
         lbfgs_fraction=None if lbfgs_fraction is None else float(lbfgs_fraction),
-        sampler="tokens" if loo else sampler, loo=bool(loo),
+        sampler="tokens" if loo else sampler, loo=bool(loo), u_lr_scale=float(u_lr_scale),
+        u_balance=u_balance,
     )
     dtype = jnp.result_type(float)
     run_rank = np.repeat(np.asarray(ranks), seeds)
