@@ -130,3 +130,44 @@ def test_not_a_causal_lm_is_one_line_error(tmp_path):
         with pytest.raises(LLMError, match="not a causal language model") as info:
             load(src)
         assert "\n" not in str(info.value)
+
+
+def test_saved_float32_copy_scores_like_the_original(lm, prefix_text, tmp_path):
+    """The converted copy a GGUF model gets at its first load (``_save_converted``) loads
+    back through ``load`` as a plain Hugging Face folder and scores identically (bitwise:
+    the same float32 weights and token ids)."""
+    from iclsim.llm import backend
+
+    folder = tmp_path / "converted"
+    backend._save_converted(lm.model, lm.tokenizer, folder)
+    assert (folder / backend._COMPLETE).exists() and (folder / "config.json").exists()
+    source = SimpleNamespace(name="copy", folder=folder, gguf_file=None, kind="base",
+                             n_params=None, family="")
+    copy = load(source)
+    try:
+        want = lm.score(lm.prefix(prefix_text), QUERIES, CONTS)
+        got = copy.score(copy.prefix(prefix_text), QUERIES, CONTS)
+        assert copy.tokens(prefix_text, bos=True) == lm.tokens(prefix_text, bos=True)
+        np.testing.assert_array_equal(got, want)
+    finally:
+        backend._LOADED.pop((str(folder), None), None)
+
+
+def test_converted_folder_key_follows_the_file(tmp_path, monkeypatch):
+    """The converted copy is keyed by the GGUF file's path, size and mtime (a rewritten file
+    converts afresh) and can be turned off."""
+    import os
+
+    from iclsim.llm import backend
+
+    monkeypatch.setenv("ICLSIM_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x" * 10)
+    first = backend.converted_folder(gguf)
+    assert first.parent == tmp_path / "cache" / "converted" and first.name.startswith("m-")
+    gguf.write_bytes(b"y" * 11)
+    assert backend.converted_folder(gguf) != first
+    os.utime(gguf, ns=(1, 1))
+    assert backend.converted_folder(gguf) != first
+    monkeypatch.setenv("ICLSIM_CONVERTED", "0")
+    assert backend.converted_folder(gguf) is None

@@ -187,6 +187,65 @@ class LanguageModel:
 
 _LOADED: dict[tuple[str, str | None], LanguageModel] = {}
 
+#: Marker file of a finished converted copy (written last).
+_COMPLETE = "iclsim-converted.json"
+
+
+def converted_folder(gguf_path: Path) -> Path | None:
+    """Where the float32 copy of a GGUF model is kept: ``<cache>/converted/<file>-<key>/``.
+
+    Reading a GGUF file means parsing it in Python three times (config, weights,
+    tokenizer; 20-45 s for these models on a laptop core); the dequantised float32 weights
+    (safetensors) and the tokenizer, saved at the first load, load in about a second.  The
+    key covers the GGUF file (path, size, modification time) and the transformers and torch
+    versions, so a changed file or library converts afresh.  ``ICLSIM_CONVERTED=0`` turns
+    the copy off.  Returns None when turned off.
+    """
+    import hashlib
+    import os
+
+    if os.environ.get("ICLSIM_CONVERTED", "1") == "0":
+        return None
+    from iclsim.llm.models import cache_dir
+
+    st = gguf_path.stat()
+    ident = f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}:" \
+            f"{torch.__version__}"
+    key = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    return cache_dir() / "converted" / f"{gguf_path.stem}-{key}"
+
+
+def _save_converted(model, tokenizer, folder: Path) -> None:
+    """Save the loaded model and tokenizer to ``folder`` (temporary name, then rename); a
+    failure (disk full, …) only costs the speed-up."""
+    import json
+    import shutil
+    import tempfile
+
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        # the weights are already dequantised float32: save them as a plain model (the GGUF
+        # "quantizer" transformers attaches is not serialisable and describes nothing left)
+        quantizer = getattr(model, "hf_quantizer", None)
+        try:
+            model.hf_quantizer = None
+            model.save_pretrained(tmp, safe_serialization=True)
+        finally:
+            model.hf_quantizer = quantizer
+        cfg_file = tmp / "config.json"
+        cfg = json.loads(cfg_file.read_text())
+        cfg.pop("quantization_config", None)
+        cfg_file.write_text(json.dumps(cfg, indent=2))
+        tokenizer.save_pretrained(tmp)
+        (tmp / _COMPLETE).write_text(json.dumps({"transformers": transformers.__version__,
+                                                 "torch": torch.__version__}))
+        tmp.rename(folder)
+    except (OSError, ValueError, TypeError):
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
 
 def _not_causal(where: str, why: str) -> LLMError:
     return LLMError(f"{where} is not a causal language model transformers can load ({why})")
@@ -209,6 +268,9 @@ def load(source, *, threads: int = 1) -> LanguageModel:
     # iclsim's own progress bar keeps ticking while a model loads; transformers' bars
     # (GGUF dequantisation, weight loading) would interleave with it
     transformers.utils.logging.disable_progress_bar()
+    converted = converted_folder(Path(folder) / gguf) if gguf else None
+    if converted is not None and (converted / _COMPLETE).exists():
+        folder, kwargs = str(converted), {}  # the float32 copy written at the first load
     try:
         config = AutoConfig.from_pretrained(folder, **kwargs)
     except Exception as exc:  # garbage, missing config, unknown architecture
@@ -216,12 +278,32 @@ def load(source, *, threads: int = 1) -> LanguageModel:
     mapping = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     if config.model_type not in mapping:
         raise _not_causal(where, f"model_type {config.model_type!r} has no causal-LM head")
+    import os
+
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's own tqdm bar
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - another transformers layout
+        gguf_utils = None
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = lambda iterable, *a, **k: iterable
     try:
         t0 = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     except Exception as exc:
         raise _not_causal(where, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}") from None
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+        if quiet is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet
+    if converted is not None and not (converted / _COMPLETE).exists():
+        _save_converted(model, tokenizer, converted)
     lm = LanguageModel(model, tokenizer, name=source.name, kind=getattr(source, "kind", "unknown"))
     lm.load_seconds = time.perf_counter() - t0
     if getattr(source, "n_params", None):
