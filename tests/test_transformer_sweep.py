@@ -186,7 +186,8 @@ def test_tiny_sweep_end_to_end(tiny):
     ds = out.dataset
     assert out.compiles == 1  # both sizes, both learning rates: one program
     assert ds["eval_risk"].dims == ("n_context", "size", "seed", "learning_rate", "init_scale",
-                                    "train_label_noise", "label_noise")
+                                    "train_label_noise", "label_noise", "input_noise")
+    assert ds["input_noise"].values.tolist() == [0.0]  # the default: label noise only
     verdicts = ds["verdict"]
     # A learning rate of 1e-12 never leaves the initial predictor: trivial, not trained.
     assert (verdicts.sel(learning_rate=1e-12) == "trivial").all()
