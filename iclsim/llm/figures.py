@@ -59,8 +59,8 @@ def accuracy_vs_flip(ds, out_dir, formats) -> list[Path]:
     panels = tasks + (["pooled"] if len(tasks) > 1 else [])
     ncol = min(len(panels), 3)
     nrow = -(-len(panels) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 3.4 * nrow + 0.6), squeeze=False,
-                             layout="constrained", sharey=True)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.3 * ncol, 7.5), 3.4 * nrow + 0.9),
+                             squeeze=False, layout="constrained", sharey=True)
     models, sizes = _models(ds)
     colors = _colors(plt, len(models))
     p = ds["label_flip"].values
@@ -83,7 +83,7 @@ def accuracy_vs_flip(ds, out_dir, formats) -> list[Path]:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Real language models: accuracy vs flipped demonstration labels (the paper: "
+    fig.suptitle("Real language models: accuracy vs flipped demonstration labels\n(the paper: "
                  "larger models follow the flipped labels more)", fontsize=10)
     add_footer(fig, _footer(ds, sel))
     paths = save_figure(fig, out_dir, "llm_accuracy_vs_flip", formats)
@@ -101,11 +101,12 @@ def sensitivity(ds, out_dir, formats) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
     markers = "sD^vP*X"
     x = np.where(sizes > 0, sizes, np.nan).astype(float)
-    for j, task in enumerate(ds["task"].values):
+    n_tasks = ds.sizes["task"]
+    for j, task in enumerate(ds["task"].values if n_tasks > 1 else ()):
         m = np.array([float(ds["sensitivity_mean"].sel(model=mm, task=task, **sel))
                       for mm in models])
-        ax.plot(x * (1 + 0.04 * (j - 1.5)), m, markers[j % len(markers)], ms=5, mfc="none",
-                color="0.45", label=f"task {task}")
+        ax.plot(x * (1 + 0.03 * (j - (n_tasks - 1) / 2)), m, markers[j % len(markers)], ms=5,
+                mfc="none", color="0.45", label=f"task {task}")
     pooled = "pooled_sensitivity" if ds.sizes["task"] > 1 else "sensitivity"
     cell = {} if ds.sizes["task"] > 1 else {"task": ds["task"].values[0]}
     m = np.array([float(ds[f"{pooled}_mean"].sel(model=mm, **cell, **sel)) for mm in models])
@@ -117,6 +118,16 @@ def sensitivity(ds, out_dir, formats) -> list[Path]:
         if np.isfinite(xi) and np.isfinite(mi):
             ax.annotate(model, (xi, mi), textcoords="offset points", xytext=(5, 5), fontsize=7)
     ax.set_xscale("log")
+    finite = x[np.isfinite(x)]
+    if finite.size:
+        ax.set_xlim(finite.min() / 2, finite.max() * 2)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from iclsim.llm.report import params_text
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: params_text(int(round(v)))))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.axhline(0.0, color="0.5", lw=0.8, ls="--")
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"accuracy drop p = 0 → {sf:g}")
