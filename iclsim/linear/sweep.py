@@ -100,8 +100,9 @@ class TrainConfig(CommonTrain):
     sampler: str = spec("statistic", "monte_carlo prompts: statistic (exactly what the LSA reads, "
                         "O(d²) per prompt) or tokens (every example drawn; the reference)",
                         choices=SAMPLERS)
-    u_lr_scale: float = spec(1.0, "block: u's learning rate as a fraction of the others' (0: u "
-                             "frozen; 0.1 does not stop u's drift, see train.u_balance)", lo=0.0, hi=1.0)
+    u_lr_scale: float = spec(1.0, "block: u's learning rate as a fraction of the others' (0: no "
+                             "gradient steps on u; 0.1 does not stop u's drift, see "
+                             "train.u_balance)", lo=0.0, hi=1.0)
     u_balance: str = spec("flow", "block: after every Adam step rescale (u, A, B) → (cu, A/√c, "
                           "B/√c), Γ unchanged, to the balance u² − (‖A‖² + ‖B‖²)/2 that gradient "
                           "flow keeps (flow; without it u drifts to ~0.1 and ranks 7, 8 stall on "

@@ -93,7 +93,8 @@ class TrainStatic:
     sampler: str = "statistic"
     """Monte Carlo prompts: "statistic" (exact, O(d²) per prompt) or "tokens" (reference)."""
     u_lr_scale: float = 1.0
-    """Block parametrisation: u's learning rate as a fraction of the others' (0 freezes u).
+    """Block parametrisation: u's learning rate as a fraction of the others' (0: no gradient
+    steps on u; ``u_balance="flow"`` still rescales it).
     Γ = u A Bᵀ is invariant under u → c u, A → A / c, and Adam's per-parameter steps let u
     drift (to ~0.1), shrinking every step in Γ-space; a scale of 0.1 does not stop that
     (measured: u ends at 0.07-0.09 after 3000 Monte Carlo steps); ``u_balance`` does."""
@@ -201,7 +202,8 @@ def optimizer(static: TrainStatic):
     Adam steps; then, for the last ``lbfgs_fraction`` of the steps, ``optax.lbfgs``
     (zoom line search) — :func:`iclsim.engine.trainer.switch_at`.  Block
     parametrisation: u's Adam steps are scaled by ``u_lr_scale``
-    (:func:`iclsim.engine.trainer.step_mask`).
+    (:func:`iclsim.engine.trainer.step_mask`), and with ``u_balance="flow"`` every Adam
+    step is followed by :func:`balance_u` (Γ unchanged; not during the L-BFGS finish).
     """
     sched = ScheduleConfig(kind=static.schedule, steps=static.adam_steps,
                            final_fraction=static.final_lr_fraction)
