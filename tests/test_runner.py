@@ -2,6 +2,8 @@
 the one-shot program (to float64 rounding: XLA may fuse a 45-step scan and three 15-step scans
 differently; the sweep engine's bitwise resume compares chunked with chunked)."""
 
+import pytest
+
 import jax
 import numpy as np
 
@@ -19,6 +21,7 @@ def test_linear_train_progress_is_the_same(capsys):
     assert "run-step" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 15 s (the linear twin stays in the default run)
 def test_parity_train_progress_is_the_same(capsys):
     pi = [0.5, 0.3, 0.2]
     kw = dict(mode="monte_carlo", seeds=1, steps=30, batch=16, eval_prompts=256)

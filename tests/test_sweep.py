@@ -297,6 +297,7 @@ MULTIHOST_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 35 s: two jax.distributed processes (sharded = unsharded stays in the default run)
 def test_multihost_each_host_writes_its_shard(tmp_path):
     """Two processes on this machine, 2 CPU devices each, joined by jax.distributed."""
     import socket

@@ -144,6 +144,7 @@ def tiny(tmp_path_factory):
     return cfg, run_sweep(cfg, TRANSFORMER, quiet=True)
 
 
+@pytest.mark.slow  # 25-40 s: a training sweep (the references and ladder tests above stay)
 def test_tiny_sweep_with_input_noise(tiny):
     cfg, out = tiny
     ds = out.dataset

@@ -64,15 +64,17 @@ def accuracy_vs_flip(ds, out_dir, formats) -> list[Path]:
     models, sizes = _models(ds)
     colors = _colors(plt, len(models))
     p = ds["label_flip"].values
+    step = 0.012 * (float(p.max() - p.min()) or 1.0)  # models side by side: bars stay readable
     for ax, panel in zip(axes.flat, panels):
         pre = "pooled_acc" if panel == "pooled" else "acc"
-        for color, model, n in zip(colors, models, sizes):
+        for j, (color, model, n) in enumerate(zip(colors, models, sizes)):
+            shift = step * (j - (len(models) - 1) / 2)
             cell = dict(model=model, **sel) if panel == "pooled" else dict(model=model,
                                                                            task=panel, **sel)
             m = ds[f"{pre}_mean"].sel(**cell).values
             lo, hi = ds[f"{pre}_lo"].sel(**cell).values, ds[f"{pre}_hi"].sel(**cell).values
-            ax.errorbar(p, m, yerr=[m - lo, hi - m], fmt="o-", ms=3.5, lw=1.2, capsize=2,
-                        color=color, label=_label(model, n))
+            ax.errorbar(p + shift, m, yerr=[m - lo, hi - m], fmt="o-", ms=3.5, lw=1.2,
+                        capsize=2, color=color, label=_label(model, n))
         ax.axhline(0.5, color="0.5", ls="--", lw=0.8)
         ax.set_title("pooled over tasks" if panel == "pooled" else f"task {panel}", fontsize=9.5)
         ax.set_xlabel("fraction of demonstration labels flipped p")
