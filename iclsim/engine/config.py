@@ -323,10 +323,16 @@ class CommonAxes:
                                       hi=100_000, min_len=1)
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            values = getattr(self, f.name)
-            if isinstance(values, tuple) and len(set(values)) != len(values):
-                raise ConfigError(f"axes.{f.name}: values must be distinct, got {list(values)}")
+        check_distinct(self)
+
+
+def check_distinct(table, prefix: str = "axes") -> None:
+    """Every list field of ``table`` (an axes table) holds distinct values (one line naming
+    the key otherwise): a repeated value would be a grid axis with duplicate coordinates."""
+    for f in dataclasses.fields(table):
+        values = getattr(table, f.name)
+        if isinstance(values, tuple) and len(set(values)) != len(values):
+            raise ConfigError(f"{prefix}.{f.name}: values must be distinct, got {list(values)}")
 
 
 @dataclasses.dataclass(frozen=True)

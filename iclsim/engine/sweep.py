@@ -354,6 +354,19 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
                    traces_before, finals_by_group, resumed)
 
 
+def _finished_group(done_file: Path, group, bar):
+    """The arrays of an already finished group (its checked file), advancing the progress
+    bar past it; None when it has to be computed (no file, or a corrupt one)."""
+    if not done_file.exists():
+        return None
+    loaded = _load_group_file(done_file, f"group {group.index}")
+    if loaded is None:
+        return None
+    if bar is not None:
+        bar.update(int((group.run_id >= 0).sum()) * group.static.steps)
+    return loaded[0]
+
+
 def _evaluate_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool):
     """Evaluate every group of an evaluation setting (no training, no devices): one checked
     file per finished group, so an interrupted sweep resumes at the first unfinished one."""
@@ -363,15 +376,11 @@ def _evaluate_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: boo
     finals_by_group, resumed = [], False
     for gi, group in enumerate(groups):
         done_file = out / f"group-{group.index:03d}.{suffix}.npz"
-        valid = int((group.run_id >= 0).sum())
-        if done_file.exists():
-            loaded = _load_group_file(done_file, f"group {group.index}")
-            if loaded is not None:
-                finals_by_group.append(loaded[0])
-                resumed = True
-                if bar is not None:
-                    bar.update(valid * group.static.steps)
-                continue
+        finished = _finished_group(done_file, group, bar)
+        if finished is not None:
+            finals_by_group.append(finished)
+            resumed = True
+            continue
         first = int(group.run_id[group.run_id >= 0][0])
         with _heartbeat(bar, f"{gi + 1}/{len(groups)} {describe_run(cfg, setting, first)}"):
             finals = evaluate_group(cfg, setting, group, (lambda n: bar.update(n))
@@ -397,14 +406,11 @@ def _train_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool, 
         done_file = out / f"group-{group.index:03d}.{suffix}.npz"
         ckpt_file = out / f"group-{group.index:03d}.ckpt.{suffix}.npz"
         valid = int((group.run_id >= 0).sum())
-        if done_file.exists():
-            loaded = _load_group_file(done_file, f"group {group.index}")
-            if loaded is not None:
-                finals_by_group.append(loaded[0])
-                resumed = True
-                if bar is not None:
-                    bar.update(valid * group.static.steps)
-                continue
+        finished = _finished_group(done_file, group, bar)
+        if finished is not None:
+            finals_by_group.append(finished)
+            resumed = True
+            continue
         steps = group.static.steps
         sizes = _chunks(steps, cfg.train.chunk_steps)
         rows = len(group.run_id)

@@ -30,18 +30,16 @@ first run is evaluated.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.metadata
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from iclsim.engine.config import CommonSweep, ConfigError, spec
+from iclsim.engine.config import CommonSweep, ConfigError, check_distinct, spec
 from iclsim.llm import prompts
 from iclsim.llm.data import TASKS
 from iclsim.llm.errors import LLMError
@@ -92,10 +90,7 @@ class AxesConfig:
                       lo=1, hi=100_000)
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            values = getattr(self, f.name)
-            if isinstance(values, tuple) and len(set(values)) != len(values):
-                raise ConfigError(f"axes.{f.name}: values must be distinct, got {list(values)}")
+        check_distinct(self)
         for words in self.label_words:
             word_pair(words)  # raises ConfigError for a malformed pair
         odd = [k for k in self.k if k % 2]
