@@ -435,7 +435,9 @@ def test_bad_missing_data(tmp_path, capsys, monkeypatch):
 
 # ------------------------------------------------------------------------------ real model
 
-REAL_CACHE = Path.home() / ".cache" / "iclsim"
+#: Where ``iclsim llm fetch`` put the real files (``$ICLSIM_CACHE`` or ~/.cache/iclsim), read
+#: before any test changes the variable.
+REAL_CACHE = __import__("iclsim.llm.models", fromlist=["cache_dir"]).cache_dir()
 
 
 @pytest.fixture(scope="module")
