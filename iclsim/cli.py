@@ -322,8 +322,21 @@ def main(argv=None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if argv is None and threading.current_thread() is threading.main_thread():
+    handled = argv is None and threading.current_thread() is threading.main_thread()
+    if handled:
         signal.signal(signal.SIGINT, _exit_on_interrupt)
+    try:
+        return _dispatch(args)
+    finally:
+        if handled:
+            # the work is done and written: a Ctrl-C during interpreter shutdown is ignored
+            # (Python restores the default handler, which would kill the process with
+            # SIGINT, for a handler that is a function, but keeps SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _dispatch(args) -> int:
+    """Run one command; user errors become one line on stderr and exit status 2."""
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. 'iclsim keys | head'

@@ -150,6 +150,7 @@ def _check_parity(res, pi, dtype):
 
 @settings(max_examples=3)
 @given(pi=importances())
+@pytest.mark.slow  # 20 s; the float32 twin (what users run) stays in the default run
 def test_parity_population_reaches_r_m_float64(pi):
     res = pt.train(jax.random.key(0), pi, N_PARITY, K_DEG, [1, 2, 3], mode="population",
                    eval_prompts=64)

@@ -247,6 +247,7 @@ def test_groups_of_same_shape_compile_once(tmp_path):
     assert outcome.compiles == 1  # three groups, one chunk length: one traced program
 
 
+@pytest.mark.slow  # 24 s; test_cli_errors and test_parity_sweep check diverged runs in the default run
 def test_diverged_run_is_flagged_and_left_out(tmp_path):
     raw = apply_overrides(__import__("tomllib").loads(SMALL), [
         f"output_dir='{tmp_path}'", "axes.learning_rate=[0.02, 1e300]", "train.schedule='constant'",

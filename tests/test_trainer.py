@@ -292,6 +292,7 @@ def test_three_chunks_equal_one_run_bitwise():
                                   np.asarray(chunked["weights"]))
 
 
+@pytest.mark.slow  # 24 s; the non-vmapped twin stays in the default run
 def test_three_chunks_equal_one_run_bitwise_vmapped_population_setting():
     """The real protocol (linear population: Adam, then L-BFGS) over a batch of runs."""
     from iclsim.linear import training as lt
