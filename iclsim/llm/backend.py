@@ -308,6 +308,7 @@ def load(source, *, threads: int = 1) -> LanguageModel:
     lm.load_seconds = time.perf_counter() - t0
     if getattr(source, "n_params", None):
         lm.n_params = int(source.n_params)
+    _LOADED.clear()  # one model in memory at a time (a sweep evaluates model by model)
     _LOADED[key] = lm
     return lm
 

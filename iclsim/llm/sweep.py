@@ -167,7 +167,7 @@ def _source(name: str, verify: bool = True):
     return models.resolve(name, verify=verify)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=1)  # runs are grouped model by model: one in memory at a time
 def _model(name: str, threads: int):
     from iclsim.llm import backend
 
