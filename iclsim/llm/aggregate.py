@@ -28,7 +28,11 @@ __all__ = ["add_aggregates"]
 
 
 def _cells(values: np.ndarray, keep: np.ndarray, level: float, n_boot: int):
-    """values (..., units, query), keep (..., units) → mean, lo, hi over the leading dims."""
+    """values (..., units, query), keep (..., units) → mean, lo, hi over the leading dims.
+
+    The seed-level shrinkage of :func:`iclsim.llm.stats.bootstrap_ci` can put a percentile
+    just outside the range the mean can take (an accuracy of 1.01); the interval is clipped
+    to that range (the values' own minimum and maximum possible: [0, 1] for 0/1 data)."""
     shape = values.shape[:-2]
     mean, lo, hi = (np.full(shape, np.nan) for _ in range(3))
     for idx in np.ndindex(*shape):
@@ -37,6 +41,8 @@ def _cells(values: np.ndarray, keep: np.ndarray, level: float, n_boot: int):
             continue
         mean[idx] = rows.mean()
         lo[idx], hi[idx] = stats.bootstrap_ci(rows, level=level, n_boot=n_boot, seed=0)
+    if np.isin(values[np.isfinite(values)], (0.0, 1.0)).all():  # accuracies
+        lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
     return mean, lo, hi
 
 
@@ -50,7 +56,7 @@ def _diff_cells(a, b, keep, level, n_boot):
         x, y = a[idx][rows], b[idx][rows]
         mean[idx] = x.mean() - y.mean()
         lo[idx], hi[idx] = stats.bootstrap_diff_ci(x, y, level=level, n_boot=n_boot, seed=0)
-    return mean, lo, hi
+    return mean, np.clip(lo, -1.0, 1.0), np.clip(hi, -1.0, 1.0)  # a difference of accuracies
 
 
 def _stacked(da, outer: tuple[str, ...]):

@@ -59,7 +59,9 @@ def size_comparison(ds, **sel):
     level = float(ds.attrs.get("confidence", 0.95))
     lo, hi = stats.bootstrap_diff_ci(a[keep], b[keep], level=level,
                                      n_boot=int(ds.attrs.get("n_boot", 1000)), seed=1)
-    return big, small, float(a[keep].mean() - b[keep].mean()), float(lo), float(hi)
+    # a difference of two accuracy drops lies in [-2, 2]
+    return (big, small, float(a[keep].mean() - b[keep].mean()), float(max(lo, -2.0)),
+            float(min(hi, 2.0)))
 
 
 def summary(ds) -> str:
