@@ -173,30 +173,24 @@ def _compare_dir(linear_path, linear, parity, llm=None, transformer=None) -> Pat
     return root / name
 
 
+def _load_as(path, setting: str, what: str, preset: str):
+    """The result at ``path``, which must be of ``setting`` (one line naming ``what`` else)."""
+    ds, got = _load(path)
+    if got.name != setting:
+        raise ConfigError(f"{path}: {what} is a {got.name} result; give a {setting} one, e.g. "
+                          f"from {preset}")
+    return ds
+
+
 def _cmd_compare(args) -> int:
     from iclsim import compare
 
-    linear, linear_setting = _load(args.linear)
-    parity, parity_setting = _load(args.parity)
-    if linear_setting.name != "linear":
-        raise ConfigError(f"{args.linear}: LINEAR_RESULT is a {linear_setting.name} result; "
-                          "give a linear one, e.g. from sweeps/linear_label_noise.toml")
-    if parity_setting.name != "parity":
-        raise ConfigError(f"{args.parity}: PARITY_RESULT is a {parity_setting.name} result; "
-                          "give a parity one, e.g. from sweeps/parity_label_flip.toml")
-    llm = None
-    if args.llm:
-        llm, llm_setting = _load(args.llm)
-        if llm_setting.name != "llm":
-            raise ConfigError(f"{args.llm}: LLM_RESULT is a {llm_setting.name} result; give an "
-                              "llm one, e.g. from sweeps/llm_quick.toml")
-    transformer = None
-    if args.transformer:
-        transformer, transformer_setting = _load(args.transformer)
-        if transformer_setting.name != "transformer":
-            raise ConfigError(f"{args.transformer}: --transformer is a "
-                              f"{transformer_setting.name} result; give a transformer one, e.g. "
-                              "from sweeps/transformer_label_noise.toml")
+    linear = _load_as(args.linear, "linear", "LINEAR_RESULT", "sweeps/linear_label_noise.toml")
+    parity = _load_as(args.parity, "parity", "PARITY_RESULT", "sweeps/parity_label_flip.toml")
+    llm = (_load_as(args.llm, "llm", "LLM_RESULT", "sweeps/llm_quick.toml")
+           if args.llm else None)
+    transformer = (_load_as(args.transformer, "transformer", "--transformer",
+                            "sweeps/transformer_label_noise.toml") if args.transformer else None)
     out = (Path(args.out) if args.out
            else _compare_dir(args.linear, linear, parity, llm, transformer))
     _check_writable(out, "--out")
