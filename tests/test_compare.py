@@ -133,6 +133,7 @@ def _llm_result(root, monkeypatch):
             rows.append((f"{-1.0 - 0.02 * i:.2f}", f"{neg[i % 4]} movie {i} {t}"))
         text = "".join(f"{n + 1}\t{r}\t{x}\r\n" for n, (r, x) in enumerate(rows))
         (folder / fname).write_bytes(text.encode("utf-8"))
+    (folder / "iclsim-unpinned-data").touch()  # hand-made data: not checked against the pins
     toml = root / "llm.toml"
     toml.write_text(textwrap.dedent(
         """

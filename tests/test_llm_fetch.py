@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from iclsim.llm import cli, data, fetch, models
+from iclsim.llm.cache import INDEX
 from iclsim.llm.errors import LLMError
 
 N_CHUNKS = 11  # part10 and part11 sort before part2 by name: assembly must follow package order
@@ -105,7 +106,9 @@ def tiny(monkeypatch):
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    """Files under ``root`` (the sha256 index, remembered hashes, is not a download)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != INDEX) \
+        if root.exists() else []
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:

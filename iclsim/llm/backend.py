@@ -187,40 +187,41 @@ class LanguageModel:
 
 _LOADED: dict[tuple[str, str | None], LanguageModel] = {}
 
-#: Marker file of a finished converted copy (written last).
+#: Manifest and completion marker of a converted copy (written last; :mod:`iclsim.llm.cache`).
 _COMPLETE = "iclsim-converted.json"
 
 
-def converted_folder(gguf_path: Path) -> Path | None:
+def converted_folder(gguf_path: Path, sha256: str | None = None) -> Path | None:
     """Where the float32 copy of a GGUF model is kept: ``<cache>/converted/<file>-<key>/``.
 
     Reading a GGUF file means parsing it in Python three times (config, weights,
     tokenizer; 20-45 s for these models on a laptop core); the dequantised float32 weights
     (safetensors) and the tokenizer, saved at the first load, load in about a second.  The
-    key covers the GGUF file (path, size, modification time) and the transformers and torch
-    versions, so a changed file or library converts afresh.  ``ICLSIM_CONVERTED=0`` turns
-    the copy off.  Returns None when turned off.
+    key covers the GGUF file's sha256 (``sha256`` when the caller knows it, e.g. a packaged
+    model verified by ``resolve``; else :func:`iclsim.llm.cache.file_sha256`, remembered
+    across processes) and the transformers and torch versions, so a changed file or library
+    converts afresh.  ``ICLSIM_CONVERTED=0`` turns the copy off.  Returns None when turned off.
     """
-    import hashlib
     import os
+
+    from iclsim.llm import cache
 
     if os.environ.get("ICLSIM_CONVERTED", "1") == "0":
         return None
-    from iclsim.llm.models import cache_dir
-
-    st = gguf_path.stat()
-    ident = f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}:" \
-            f"{torch.__version__}"
-    key = hashlib.sha256(ident.encode()).hexdigest()[:12]
-    return cache_dir() / "converted" / f"{gguf_path.stem}-{key}"
+    digest = sha256 or cache.file_sha256(gguf_path)
+    return cache.converted_root() / f"{gguf_path.stem}-{cache.converted_key(digest)}"
 
 
-def _save_converted(model, tokenizer, folder: Path) -> None:
-    """Save the loaded model and tokenizer to ``folder`` (temporary name, then rename); a
-    failure (disk full, …) only costs the speed-up."""
+def _save_converted(model, tokenizer, folder: Path, *, source: Path | None = None,
+                    source_sha256: str = "") -> None:
+    """Save the loaded model and tokenizer to ``folder`` (temporary name; the manifest of
+    every file's size and sha256 last; then rename); a failure (disk full, …) only costs
+    the speed-up."""
     import json
     import shutil
     import tempfile
+
+    from iclsim.llm import cache
 
     tmp = None
     try:
@@ -239,12 +240,21 @@ def _save_converted(model, tokenizer, folder: Path) -> None:
         cfg.pop("quantization_config", None)
         cfg_file.write_text(json.dumps(cfg, indent=2))
         tokenizer.save_pretrained(tmp)
-        (tmp / _COMPLETE).write_text(json.dumps({"transformers": transformers.__version__,
-                                                 "torch": torch.__version__}))
+        cache.write_manifest(tmp, source=source, source_sha256=source_sha256)
         tmp.rename(folder)
     except (OSError, ValueError, TypeError):
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _packaged_sha256(source, gguf_path: Path) -> str | None:
+    """The pinned sha256 of a packaged model's cache file (``resolve`` verifies it)."""
+    from iclsim.llm import models
+
+    entry = models.PACKAGED.get(getattr(source, "name", None))
+    if entry is not None and gguf_path == models.model_file(entry.name):
+        return entry.sha256
+    return None
 
 
 def _not_causal(where: str, why: str) -> LLMError:
@@ -268,8 +278,18 @@ def load(source, *, threads: int = 1) -> LanguageModel:
     # iclsim's own progress bar keeps ticking while a model loads; transformers' bars
     # (GGUF dequantisation, weight loading) would interleave with it
     transformers.utils.logging.disable_progress_bar()
-    converted = converted_folder(Path(folder) / gguf) if gguf else None
+    converted = gguf_path = gguf_sha = None
+    if gguf:
+        from iclsim.llm import cache
+
+        gguf_path = Path(folder) / gguf
+        try:
+            gguf_sha = _packaged_sha256(source, gguf_path) or cache.file_sha256(gguf_path)
+        except OSError as exc:
+            raise _not_causal(where, f"{type(exc).__name__}: {exc}") from None
+        converted = converted_folder(gguf_path, gguf_sha)
     if converted is not None and (converted / _COMPLETE).exists():
+        cache.verify_converted(converted)  # sizes and sha256s, once per process
         folder, kwargs = str(converted), {}  # the float32 copy written at the first load
     try:
         config = AutoConfig.from_pretrained(folder, **kwargs)
@@ -303,7 +323,7 @@ def load(source, *, threads: int = 1) -> LanguageModel:
         else:
             os.environ["TQDM_DISABLE"] = quiet
     if converted is not None and not (converted / _COMPLETE).exists():
-        _save_converted(model, tokenizer, converted)
+        _save_converted(model, tokenizer, converted, source=gguf_path, source_sha256=gguf_sha)
     lm = LanguageModel(model, tokenizer, name=source.name, kind=getattr(source, "kind", "unknown"))
     lm.load_seconds = time.perf_counter() - t0
     if getattr(source, "n_params", None):

@@ -2,7 +2,8 @@
 
 ``iclsim llm fetch NAME...`` takes packaged model names, ``data`` (the VADER snippets) or
 ``all`` (the data, then every model, smallest first); ``iclsim llm models`` prints a table
-of the packaged models and whether each is in the cache.  Errors are :class:`LLMError`
+of the packaged models and whether each is in the cache; ``iclsim llm cache`` lists the
+converted float32 copies of GGUF models (``--prune`` / ``--all`` remove them).  Errors are :class:`LLMError`
 (one line; the top-level CLI prints ``iclsim: error: ...`` and exits 2).
 """
 
@@ -82,8 +83,80 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _size_text(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def cache_table(copies=None) -> str:
+    """The text of ``iclsim llm cache``: one row per converted copy (or leftover temporary
+    folder), then the totals.  ``state`` is ``ok`` or why ``--prune`` would remove it."""
+    import time
+
+    from iclsim.llm import cache
+
+    copies = cache.list_copies() if copies is None else copies
+    root = cache.converted_root()
+    if not copies:
+        return f"no converted copies in {root}"
+    rows = [("folder", "size", "source", "sha256", "transformers", "torch", "last used",
+             "state")]
+    for c in copies:
+        rows.append((c.folder.name, _size_text(c.size), c.source or "-",
+                     c.source_sha256[:12] or "-", str(c.libraries.get("transformers", "-")),
+                     str(c.libraries.get("torch", "-")),
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(c.last_used)), c.state))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    gone = [c for c in copies if c.removable]
+    lines.append("")
+    lines.append(f"{len(copies)} in {root}, {_size_text(sum(c.size for c in copies))}; "
+                 f"stale, incomplete or corrupt: {len(gone)}, "
+                 f"{_size_text(sum(c.size for c in gone))}"
+                 + (" (iclsim llm cache --prune removes them)" if gone else ""))
+    return "\n".join(lines)
+
+
+def _cmd_cache(args) -> int:
+    from iclsim.llm import cache
+
+    if args.dry_run and not (args.prune or args.all):
+        raise LLMError("llm cache: --dry-run needs --prune or --all (it shows what they "
+                       "would remove)")
+    if not (args.prune or args.all):
+        print(cache_table())
+        return 0
+    gone = cache.prune(everything=args.all, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for c in gone:
+        print(f"{verb}: {c.folder}  {_size_text(c.size)}  ({c.state})")
+    print(f"{verb} {len(gone)} folder(s), {_size_text(sum(c.size for c in gone))}")
+    return 0
+
+
+def _one_line_errors(parser, allowed: str) -> None:
+    """Make ``parser`` report a bad or unknown flag in one line (``iclsim: error: ...``)
+    with exit status 2, like every other user error, instead of usage + error."""
+    prog = parser.prog
+
+    def error(message):
+        print(f"iclsim: error: {prog.removeprefix('iclsim ')}: {message}; allowed: {allowed}",
+              file=sys.stderr)
+        sys.exit(2)
+
+    known = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        ns, extra = known(args, namespace)
+        if extra:
+            error("unrecognized arguments: " + " ".join(extra))
+        return ns, extra
+
+    parser.error = error
+    parser.parse_known_args = parse_known_args
+
+
 def add_subcommands(subparsers) -> None:
-    """Add ``llm`` (with ``fetch`` and ``models``) to the top-level CLI's subparsers."""
+    """Add ``llm`` (with ``fetch``, ``models`` and ``cache``) to the top-level CLI's subparsers."""
     from iclsim.llm.models import PACKAGED
 
     llm = subparsers.add_parser(
@@ -102,6 +175,21 @@ def add_subcommands(subparsers) -> None:
     models = sub.add_parser("models", help="list the packaged models and what is in the cache",
                             description="List the packaged models and what is in the cache.")
     models.set_defaults(func=_cmd_models)
+    cache = sub.add_parser(
+        "cache", help="list (and prune) the converted float32 copies of GGUF models",
+        description="List the converted float32 copies of GGUF models in $ICLSIM_CACHE/"
+        "converted: size, source GGUF file and its sha256, library versions, last use, and "
+        "whether each is stale (source gone or changed, other transformers/torch), incomplete "
+        "or corrupt.",
+        epilog="Example: iclsim llm cache --prune --dry-run")
+    cache.add_argument("--prune", action="store_true",
+                       help="remove stale, incomplete and corrupt copies (and leftover "
+                       "temporary folders)")
+    cache.add_argument("--all", action="store_true", help="remove every copy")
+    cache.add_argument("--dry-run", action="store_true",
+                       help="with --prune or --all: only show what would be removed")
+    cache.set_defaults(func=_cmd_cache)
+    _one_line_errors(cache, "--prune, --all, --dry-run")
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience: python -m iclsim.llm.cli ...

@@ -92,6 +92,37 @@ def data_dir() -> Path:
     return cache_dir() / "data" / "vader-3.3.2"
 
 
+#: A file of this name in the data folder marks hand-made (test) data: its files are hashed
+#: into the result key but not checked against the pins of :data:`DATA_FILES`.
+UNPINNED = "iclsim-unpinned-data"
+
+
+def data_sha256(tasks) -> dict:
+    """``{file name: "sha256:<hex>"}`` of the data file of each task in ``tasks`` (what a
+    sweep reads), each checked against its pin in :data:`DATA_FILES`: a file changed since
+    ``iclsim llm fetch data`` is a one-line :class:`LLMError` (not checked, and
+    ``"unpinned": True`` added, when the folder holds a file named :data:`UNPINNED`).
+    Hashes are remembered across processes (:func:`iclsim.llm.cache.file_sha256`)."""
+    from iclsim.llm.cache import file_sha256
+
+    unpinned = (data_dir() / UNPINNED).exists()
+    out: dict = {"unpinned": True} if unpinned else {}
+    for task in sorted(set(tasks)):
+        if task not in DATA_FILES:
+            raise LLMError(f"unknown task {task!r}; tasks are " + ", ".join(TASKS))
+        fn, pinned = DATA_FILES[task]
+        path = data_dir() / fn
+        if not path.is_file():
+            raise LLMError(f"data for task {task!r} is not in the cache ({path}); run: iclsim "
+                           "llm fetch data")
+        digest = file_sha256(path)
+        if digest != pinned and not unpinned:
+            raise LLMError(f"data file {path} changed since fetch: sha256 {digest}, expected "
+                           f"{pinned}; rerun iclsim llm fetch data")
+        out[fn] = "sha256:" + digest
+    return out
+
+
 @dataclass(frozen=True)
 class Task:
     """One binary sentiment task: a demonstration pool and a disjoint query pool.

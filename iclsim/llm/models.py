@@ -155,18 +155,13 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-# (path, size, mtime_ns) -> sha256: hashing a 1 GB file takes seconds, and a sweep resolves
-# the same model many times; any rewrite of the file changes size or mtime and is re-hashed.
-_HASHED: dict[tuple[str, int, int], str] = {}
-
-
 def cached_sha256(path: Path) -> str:
-    """``sha256_file(path)``, memoised in-process on (path, size, mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHED:
-        _HASHED[key] = sha256_file(path)
-    return _HASHED[key]
+    """``sha256_file(path)``, remembered across processes in the cache's sha256 index
+    (:func:`iclsim.llm.cache.file_sha256`): hashing a 1 GB file takes seconds, and every
+    process that resolves a model verifies it."""
+    from iclsim.llm.cache import file_sha256
+
+    return file_sha256(path)
 
 
 def verify_model_file(name: str, path: Path) -> None:

@@ -189,8 +189,11 @@ def model_info(name: str) -> dict:
 
 
 def _file_identity(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    """``sha256:<hex>`` of a local model file, remembered across processes in the cache's
+    sha256 index (:func:`iclsim.llm.cache.file_sha256`): the result key follows the bytes."""
+    from iclsim.llm.cache import file_sha256
+
+    return "sha256:" + file_sha256(path)
 
 
 # ------------------------------------------------------------------------------ data
@@ -286,6 +289,7 @@ class LLMSetting:
 
     def provenance(self, cfg) -> dict:
         from iclsim.llm import models
+        from iclsim.llm.data import data_sha256
 
         out = {}
         for lib in ("torch", "transformers", "gguf", "tokenizers"):
@@ -303,12 +307,12 @@ class LLMSetting:
                 src = _source(name, verify=False)
                 path = Path(src.folder) / src.gguf_file if src.gguf_file else Path(src.folder)
                 if path.is_dir():
-                    files[name] = ";".join(_file_identity(p) for p in sorted(path.iterdir())
-                                           if p.is_file())
+                    files[name] = {p.name: _file_identity(p) for p in sorted(path.iterdir())
+                                   if p.is_file()}
                 else:
                     files[name] = _file_identity(path)
         out["models"] = files
-        out["data"] = "vaderSentiment==3.3.2 sdist"
+        out["data"] = data_sha256(cfg.axes.task)  # checked against the pins
         return out
 
     def evaluate(self, cfg, static, runs, progress) -> dict:
