@@ -1,19 +1,23 @@
 """The printed table of an LLM sweep result (``iclsim run`` / ``iclsim show``).
 
 Per (k, label words, input noise q) block: accuracy per model and task (and pooled over
-tasks) at the label-flip fractions p of the sweep, with bootstrap intervals, and the
-sensitivity (the accuracy drop from p = 0 to p = ``eval.sensitivity_flip``).  The last
-lines compare the sensitivity of the largest and the smallest model with a paired
-bootstrap interval (same seeds and queries): the paper's claim is that it grows with size.
+tasks) at the label-flip fractions p of the sweep, with t intervals over seeds (Wilson when
+degenerate: :mod:`iclsim.llm.stats`), and the sensitivity (the accuracy drop from p = 0 to
+p = ``eval.sensitivity_flip``).  The last lines test the claim "the larger model is more
+sensitive to flipped labels": the paired t interval over seeds of the difference between the
+largest and the smallest model of their drops pooled over tasks, a verdict (SUPPORTED /
+NOT SUPPORTED / INCONCLUSIVE) and the difference this sweep could detect with 80 % power.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from iclsim.llm import stats
 
-__all__ = ["summary", "size_comparison", "params_text"]
+__all__ = ["summary", "size_comparison", "verdict", "Comparison", "params_text"]
 
 
 def params_text(n: int) -> str:
@@ -33,35 +37,78 @@ def _ordered_models(ds):
     return [str(m) for m in ds["model"].values[np.argsort(n, kind="stable")]]
 
 
+class Comparison(NamedTuple):
+    """sensitivity(big) - sensitivity(small) pooled over tasks: the estimate and its
+    interval (:class:`iclsim.llm.stats.Interval` fields), the seed-to-seed sd of the
+    difference, the difference detectable with 80 % power, and the models' kinds."""
+
+    big: str
+    small: str
+    mean: float
+    lo: float
+    hi: float
+    method: str
+    n_seeds: int
+    sd: float
+    detectable: float
+    big_kind: str
+    small_kind: str
+
+
 def size_comparison(ds, **sel):
-    """Paired bootstrap of sensitivity(largest model) - sensitivity(smallest model), pooled
-    over tasks at the coordinates ``sel`` (k, label_words, input_noise).  Returns
-    (largest, smallest, mean, lo, hi) or None when it cannot be computed."""
+    """Paired t interval over seeds of sensitivity(largest model) - sensitivity(smallest
+    model), pooled over tasks at the coordinates ``sel`` (k, label_words, input_noise): the
+    unit is a seed's difference of the two models' drops, each averaged over the tasks
+    (Newcombe's interval from four Wilson intervals when degenerate).  Returns a
+    :class:`Comparison`, or None when it cannot be computed."""
     sf = ds.attrs.get("sensitivity_flip")
     models = _ordered_models(ds)
     if sf is None or len(models) < 2:
         return None
     big, small = models[-1], models[0]
     ok = ds["present"] & ~ds["diverged"]
-
-    def drops(model):
+    arrays, keep = [], True
+    for model in (big, small):
         c = ds["correct"].sel(model=model, **sel)
-        keep = (ok.sel(model=model, label_flip=0.0, **sel)
-                & ok.sel(model=model, label_flip=sf, **sel))
-        d = (c.sel(label_flip=0.0) - c.sel(label_flip=sf)).transpose("task", "seed", "query")
-        return d.values.reshape(-1, d.shape[-1]), keep.transpose("task", "seed").values.ravel()
-
-    a, ka = drops(big)
-    b, kb = drops(small)
-    keep = ka & kb
+        for p in (0.0, sf):
+            arrays.append(c.sel(label_flip=p).transpose("task", "seed", "query").values)
+            keep = keep & ok.sel(model=model, label_flip=p, **sel).transpose("task", "seed").values
+    keep = np.asarray(keep, bool)
     if not keep.any():
         return None
+    arrays = [np.where(keep[..., None], a, 0.0) for a in arrays]
     level = float(ds.attrs.get("confidence", 0.95))
-    lo, hi = stats.bootstrap_diff_ci(a[keep], b[keep], level=level,
-                                     n_boot=int(ds.attrs.get("n_boot", 1000)), seed=1)
-    # a difference of two accuracy drops lies in [-2, 2]
-    return (big, small, float(a[keep].mean() - b[keep].mean()), float(max(lo, -2.0)),
-            float(min(hi, 2.0)))
+    r = stats.drop_diff_ci(*arrays, level=level, keep=keep)
+    kinds = {str(m): str(k) for m, k in zip(ds["model"].values, ds["kind"].values)} \
+        if "kind" in ds else {}
+    return Comparison(big, small, r.mean, r.lo, r.hi, r.method, r.n_seeds, r.sd,
+                      stats.detectable_difference(r.sd, r.n_seeds, level=level, power=0.8),
+                      kinds.get(big, "unknown"), kinds.get(small, "unknown"))
+
+
+def verdict(cmp: Comparison) -> str:
+    """SUPPORTED / NOT SUPPORTED / INCONCLUSIVE for "the larger model is more sensitive to
+    flipped labels", from the interval of the difference of drops."""
+    if cmp.lo > 0:
+        return "SUPPORTED (the larger model is more sensitive)"
+    if cmp.hi < 0:
+        return "NOT SUPPORTED (the larger model is less sensitive)"
+    return "INCONCLUSIVE (the interval includes 0)"
+
+
+def power_text(cmp: Comparison, n_tasks: int, n_queries: int, level: float) -> str:
+    unit = (f"{cmp.n_seeds} seed(s) × {n_queries} queries" +
+            (f" × {n_tasks} tasks" if n_tasks > 1 else ""))
+    if not np.isfinite(cmp.detectable):
+        return (f"power: with {unit} the seed-to-seed sd of the difference cannot be measured "
+                f"(fewer than 2 seeds): no power statement")
+    if cmp.sd == 0:
+        return (f"power: with {unit} the per-seed differences do not vary (s_d = 0): no "
+                f"power statement from this sweep")
+    return (f"power: with {unit} this sweep detects a difference in sensitivity of ≥ "
+            f"{cmp.detectable:.3f} with 80 % power (two-sided paired t test at the "
+            f"{100 * (1 - level):g} % level), from the measured seed-to-seed sd of the difference "
+            f"s_d = {cmp.sd:.3f}")
 
 
 def summary(ds) -> str:
@@ -72,7 +119,10 @@ def summary(ds) -> str:
     sf = ds.attrs.get("sensitivity_flip")
     n_seeds, n_q = ds.sizes["seed"], ds.sizes["query"]
     lines = [f"Real language models, noisy demonstrations: accuracy (mean over {n_seeds} "
-             f"seed(s) × {n_q} queries) [{100 * level:g} % bootstrap interval]; chance 0.5",
+             f"seed(s) × {n_q} queries) [{100 * level:g} % interval]; chance 0.5",
+             f"intervals: Student t over seeds (unit: a seed's mean over its queries, "
+             f"averaged over tasks when pooled; the drop paired per seed); Wilson on the "
+             f"pooled counts (Newcombe for drops) when the seeds do not vary or there is one",
              "model kinds: " + ", ".join(
                  f"{m} ({k}, {params_text(int(n))})" for m, k, n in zip(
                      ds["model"].values, ds["kind"].values, ds["n_params_model"].values))]
@@ -105,20 +155,22 @@ def summary(ds) -> str:
                         lines.append(row)
                 cmp = size_comparison(ds, **sel)
                 if cmp is not None:
-                    big, small, m, lo, hi = cmp
-                    if lo > 0:
-                        word = "larger model MORE sensitive (agrees with the paper's claim)"
-                    elif hi < 0:
-                        word = "larger model LESS sensitive (disagrees with the paper's claim)"
-                    else:
-                        word = "no detectable difference (interval includes 0)"
-                    verdict_lines.append(
-                        f"k = {int(k)}, {words}, q = {float(q):g}: sensitivity({big}) − "
-                        f"sensitivity({small}) = {m:+.3f} [{lo:+.3f}, {hi:+.3f}] pooled over "
-                        f"tasks: {word}")
+                    kinds = (f" [note: {cmp.big} is {cmp.big_kind}, {cmp.small} is "
+                             f"{cmp.small_kind}: the comparison mixes model kinds]"
+                             if cmp.big_kind != cmp.small_kind else "")
+                    verdict_lines += [
+                        f"k = {int(k)}, {words}, q = {float(q):g}: sensitivity({cmp.big}) − "
+                        f"sensitivity({cmp.small}) = {cmp.mean:+.3f} [{cmp.lo:+.3f}, "
+                        f"{cmp.hi:+.3f}] pooled over tasks: {verdict(cmp)}{kinds}" +
+                        (f" (interval: {cmp.method}, the t interval is degenerate)"
+                         if cmp.method != "t" else ""),
+                        "  " + power_text(cmp, ds.sizes["task"], n_q, level)]
     if verdict_lines:
-        lines += ["", f"Does sensitivity to flipped labels (accuracy drop p = 0 → {sf:g}) grow "
-                  "with model size? (paired bootstrap over tasks, seeds and queries)"]
+        lines += ["", f"Claim: the larger model is more sensitive to flipped labels (accuracy "
+                  f"drop p = 0 → {sf:g}, largest minus smallest model). {100 * level:g} % "
+                  "paired t interval over seeds of the per-seed difference of drops (each "
+                  "averaged over tasks); SUPPORTED if above 0, NOT SUPPORTED if below, "
+                  "INCONCLUSIVE if it includes 0"]
         lines += verdict_lines
     bad = int((ds["diverged"] & ds["present"]).sum())
     missing = int((~ds["present"]).sum())
