@@ -1,11 +1,15 @@
 """Figures of an LLM sweep, drawn only from the stored result.
 
 * ``llm_accuracy_vs_flip`` — accuracy vs the flipped fraction p per model (colour by
-  parameter count), one panel per task and one pooled over tasks, with bootstrap
-  intervals; chance (0.5) dashed.  At the first k, label words and input noise q.
+  parameter count), one panel per task and one pooled over tasks, with t intervals over
+  seeds (Wilson on the pooled counts when the seeds do not vary, so an all-correct cell has
+  a non-zero bar); chance (0.5) dashed.  At the first k, label words and input noise q.
 * ``llm_sensitivity`` — the sensitivity (accuracy drop from p = 0 to
   p = ``eval.sensitivity_flip``) against parameter count: per task (small markers) and
-  pooled (large, with intervals).  The paper's claim: it grows with size.
+  pooled (large, with paired t intervals over seeds).  One marker and colour per model kind
+  (base / instruct / random / unknown); only models of the same kind are joined by a line.
+  Whether the drop grows with size is the question the figure shows data for; the titles
+  state what is plotted, not the answer.
 * ``llm_accuracy_vs_input_noise`` — accuracy vs the corrupted fraction q at p = 0 per
   model, pooled over tasks (only when the sweep has several q).
 """
@@ -31,6 +35,18 @@ def _models(ds):
     return [str(m) for m in ds["model"].values[order]], n[order]
 
 
+#: marker and colour per model kind (``ds["kind"]``)
+_KIND_STYLE = {"base": ("s", "C0"), "instruct": ("o", "C3"), "random": ("x", "C2"),
+               "unknown": ("D", "C7")}
+
+
+def _kinds(ds, models) -> list[str]:
+    if "kind" not in ds:
+        return ["unknown"] * len(models)
+    kind = {str(m): str(k) for m, k in zip(ds["model"].values, ds["kind"].values)}
+    return [kind.get(m, "unknown") for m in models]
+
+
 def _label(model, n):
     from iclsim.llm.report import params_text
 
@@ -44,7 +60,9 @@ def _footer(ds, fixed) -> str:
     return (f"sweep {cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}; "
             + ", ".join(f"{k} = {v}" for k, v in fixed.items())
             + f"; {ds.sizes['seed']} seed(s) × {ev.get('n_queries', '?')} clean queries per "
-            f"point; bars: {level:g} % bootstrap intervals over seeds and queries")
+            f"point; bars: {level:g} % Student t intervals over seeds (unit: a seed's mean "
+            f"over its queries, averaged over tasks when pooled; paired per seed for drops), "
+            f"Wilson on the pooled counts (Newcombe for drops) when the seeds do not vary")
 
 
 def _first(ds):
@@ -85,8 +103,9 @@ def accuracy_vs_flip(ds, out_dir, formats) -> list[Path]:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Real language models: accuracy vs flipped demonstration labels\n(the paper: "
-                 "larger models follow the flipped labels more)", fontsize=10)
+    fig.suptitle("Real language models: accuracy on clean queries vs fraction p of flipped "
+                 "demonstration labels\n(does the drop with p depend on model size?)",
+                 fontsize=10)
     add_footer(fig, _footer(ds, sel))
     paths = save_figure(fig, out_dir, "llm_accuracy_vs_flip", formats)
     plt.close(fig)
@@ -114,11 +133,14 @@ def sensitivity(ds, out_dir, formats) -> list[Path]:
     m = np.array([float(ds[f"{pooled}_mean"].sel(model=mm, **cell, **sel)) for mm in models])
     lo = np.array([float(ds[f"{pooled}_lo"].sel(model=mm, **cell, **sel)) for mm in models])
     hi = np.array([float(ds[f"{pooled}_hi"].sel(model=mm, **cell, **sel)) for mm in models])
-    ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="o-", color="C3", ms=6, capsize=3,
-                label="pooled over tasks" if ds.sizes["task"] > 1 else "mean")
-    for xi, mi, model in zip(x, m, models):
-        if np.isfinite(xi) and np.isfinite(mi):
-            ax.annotate(model, (xi, mi), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    kinds = _kinds(ds, models)
+    what = "pooled over tasks" if ds.sizes["task"] > 1 else "mean"
+    for i, kind in enumerate(dict.fromkeys(kinds)):  # one style per kind, sizes ascending
+        idx = [j for j, k in enumerate(kinds) if k == kind]
+        ax.errorbar(x[idx], m[idx], yerr=[m[idx] - lo[idx], hi[idx] - m[idx]],
+                    fmt=_KIND_STYLE.get(kind, ("o", "C7"))[0] + "-",
+                    color=_KIND_STYLE.get(kind, ("o", f"C{i}"))[1], ms=6, capsize=3,
+                    label=f"{kind} models, {what}")
     ax.set_xscale("log")
     finite = x[np.isfinite(x)]
     if finite.size:
@@ -133,7 +155,8 @@ def sensitivity(ds, out_dir, formats) -> list[Path]:
     ax.axhline(0.0, color="0.5", lw=0.8, ls="--")
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"accuracy drop p = 0 → {sf:g}")
-    ax.set_title("Sensitivity to flipped labels vs model size", fontsize=10)
+    ax.set_title(f"Accuracy drop from p = 0 to p = {sf:g} vs parameter count\n(does it grow "
+                 "with size? lines join models of one kind only)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(True, lw=0.3)
     add_footer(fig, _footer(ds, sel))
@@ -163,7 +186,8 @@ def accuracy_vs_input_noise(ds, out_dir, formats) -> list[Path]:
     ax.set_xlabel("fraction of demonstration inputs corrupted q (labels kept)")
     ax.set_ylabel("accuracy on clean queries")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Input noise" + (" (pooled over tasks)" if pooled else ""), fontsize=10)
+    ax.set_title("Accuracy on clean queries vs fraction q of corrupted demonstration inputs" +
+                 (" (pooled over tasks)" if pooled else ""), fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, lw=0.3)
     add_footer(fig, _footer(ds, sel))
