@@ -20,7 +20,14 @@ chosen seed, seed stage shrunk so that its variance is s²/S; percentile interva
 row the t interval with the normal quantile instead of t: both are wrong by design and show
 that the check can fail.
 
-    python benchmarks/llm_interval_coverage.py [--datasets 4000] [--queries 40]
+    python benchmarks/llm_interval_coverage.py [--datasets 4000] [--queries 40] [--plan-only]
+
+It also prints a planning table: the difference in sensitivity (difference of two models'
+drops) detectable with 80 % power by the two-sided paired t test at the 5 % level
+(:func:`iclsim.llm.stats.detectable_difference`, exact noncentral t) for S seeds × Q queries
+per seed and flip fraction, with the sd of a seed's difference of drops predicted by
+:func:`iclsim.llm.stats.planning_sd_of_drop_difference` (accuracy 0.75 at both p, between-
+seed sd of each model's drop 0.05, independent scores at the two p: conservative).
 
 The tests (``tests/test_llm_stats.py``) import the simulation from here.
 """
@@ -123,7 +130,11 @@ def main(argv=None) -> None:
     ap.add_argument("--datasets", type=int, default=4000)
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--plan-only", action="store_true", help="only the planning table")
     args = ap.parse_args(argv)
+    if args.plan_only:
+        planning_table()
+        return
     n, q = args.datasets, args.queries
     se = 100 * np.sqrt(0.95 * 0.05 / n)
     t0 = time.perf_counter()
@@ -151,6 +162,22 @@ def main(argv=None) -> None:
               f"({100 * fall.mean():.0f} % of datasets use the Wilson fallback, which covers "
               f"{100 * covered(res, data['acc'])[fall].mean():.1f} % of them)")
     print(f"({time.perf_counter() - t0:.0f} s)")
+    planning_table()
+
+
+def planning_table(drop_sd: float = 0.05, acc: float = 0.75) -> None:
+    queries, seeds = (16, 32, 64), (3, 5, 10, 20, 40)
+    print(f"\ndetectable difference in sensitivity (80 % power, two-sided 5 %), accuracy "
+          f"{acc:g}, between-seed sd of a drop {drop_sd:g}; rows: seeds, columns: queries per "
+          f"seed and p (all tasks together); in brackets the predicted sd of a seed's "
+          f"difference of drops")
+    print(f"{'seeds':>6}" + "".join(f"{q:>16}" for q in queries))
+    for n in seeds:
+        cells = []
+        for q in queries:
+            sd = stats.planning_sd_of_drop_difference(q, drop_sd=drop_sd, acc=acc)
+            cells.append(f"{stats.detectable_difference(sd, n):.3f} ({sd:.3f})")
+        print(f"{n:>6}" + "".join(f"{c:>16}" for c in cells))
 
 
 if __name__ == "__main__":
