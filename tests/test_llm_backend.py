@@ -1,6 +1,9 @@
-"""iclsim.llm.backend on a tiny random-weight Llama built in code (no files): cached ==
-uncached, batch sizes agree, multi-token scoring equals a hand computation, the shared prefix
-cache is never mutated, and bad label words / folders fail in one line."""
+"""iclsim.llm.backend on tiny random-weight Llamas built in code (no files), with a
+character tokenizer and with a byte-level BPE that merges across the prefix/query join as
+SmolLM2's does: the scored ids are the whole text's tokenization, cached == uncached, batch
+sizes agree, multi-token scoring equals a hand computation on the whole text, and bad label
+words / folders fail in one line.  The same checks on the real SmolLM2 tokenizer and model:
+tests/test_llm_real.py."""
 
 from types import SimpleNamespace
 
@@ -13,6 +16,7 @@ pytest.importorskip("transformers")
 from iclsim.llm.backend import load, tiny_llama  # noqa: E402
 from iclsim.llm.errors import LLMError  # noqa: E402
 from iclsim.llm.prompts import build_prompt, continuations, format_query  # noqa: E402
+from llm_reference import whole_text_logprob  # noqa: E402
 
 WORDS = ("negative", "positive")
 CONTS = continuations(WORDS)
@@ -27,9 +31,9 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return tiny_llama(0)
+@pytest.fixture(scope="module", params=["chars", "bpe"])
+def lm(request):
+    return tiny_llama(0, vocab=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +42,36 @@ def prefix_text():
 
 
 def hand_score(lm, prefix_text, query, cont):
-    """Independent computation: one full unpadded sequence through model(...), no cache,
-    log_softmax at the position BEFORE each continuation token, summed."""
-    pre = lm.tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
-    q = lm.tokenizer(query, add_special_tokens=False)["input_ids"]
-    c = lm.tokenizer(cont, add_special_tokens=False)["input_ids"]
-    ids = [lm.tokenizer.bos_token_id] + pre + q + c
-    with torch.no_grad():
-        logits = lm.model(input_ids=torch.tensor([ids])).logits[0].double()
-    logp = torch.log_softmax(logits, dim=-1)
-    start = len(ids) - len(c)
-    return sum(float(logp[start + j - 1, c[j]]) for j in range(len(c)))
+    """Independent computation (tests/llm_reference.py): the whole text tokenized at once,
+    one unpadded uncached forward pass, the tokens reaching into the continuation by their
+    character offsets."""
+    return whole_text_logprob(lm, prefix_text + query, cont)
 
 
-def test_tokenizer_is_multi_token(lm):
-    assert lm.tokens(" negative", bos=False) == lm.tokens(" ", bos=False) + lm.tokens("negative", bos=False)
-    assert len(lm.tokens(" negative", bos=False)) == 9
-    assert lm.tokens("ab", bos=True)[0] == lm.tokenizer.bos_token_id
-    assert lm.tokens("ab", bos=True)[1:] == lm.tokens("ab", bos=False)
+def test_tokenizers_add_their_own_start_token_only(lm):
+    if not lm.name.endswith("-bpe"):
+        assert len(lm.tokens(" negative")) == 9  # one token per character
+    assert lm.encode("ab")[0] == lm.tokenizer.bos_token_id
+    assert lm.encode("ab")[1:] == lm.tokens("ab")
+    assert lm.n_tail == 0
+
+
+def test_bpe_tokenizer_merges_across_the_join():
+    """Power check: on the BPE test tokenizer the prefix and query tokenized apart are NOT
+    the whole text's ids (as for SmolLM2), so the tests below can see a join bug."""
+    lm = tiny_llama(0, vocab="bpe")
+    prefix = build_prompt(["good film"], np.array([1]), WORDS)
+    apart = lm.encode(prefix) + lm.tokens(QUERIES[0]) + lm.tokens(CONTS[0])
+    assert apart != lm.encode(prefix + QUERIES[0] + CONTS[0])
+
+
+def test_scored_ids_are_the_whole_text(lm, prefix_text):
+    """Every scored sequence is tokenizer(prefix + query + continuation), nothing else."""
+    pre = lm.prefix(prefix_text)
+    for row, q in zip(lm.scored_sequences(pre, QUERIES, CONTS), QUERIES):
+        for seq, c in zip(row, CONTS):
+            assert list(seq.ids) == lm.tokenizer(prefix_text + q + c)["input_ids"]
+            assert seq.end == len(seq.ids) and 0 < seq.start < seq.end
 
 
 def test_multi_token_scoring_matches_hand_computation(lm, prefix_text):
@@ -72,7 +88,7 @@ def test_cached_equals_uncached(lm, prefix_text):
     scratch = lm.score(lm.prefix(prefix_text, cache=False), QUERIES, CONTS, batch=4)
     assert cached.dtype == np.float64 and cached.shape == (len(QUERIES), 2)
     np.testing.assert_allclose(cached, scratch, atol=1e-5, rtol=0)
-    # no prefix at all: BOS + query + continuation, checked by hand
+    # no prefix at all: the query and continuation as one text, checked by hand
     none = lm.score(None, QUERIES[:2], CONTS)
     assert none[0, 1] == pytest.approx(hand_score(lm, "", QUERIES[0], CONTS[1]), abs=1e-4)
 
@@ -84,16 +100,13 @@ def test_batch_sizes_agree(lm, prefix_text):
         np.testing.assert_allclose(lm.score(pre, QUERIES, CONTS, batch=b), ref, atol=1e-5, rtol=0)
 
 
-def test_prefix_cache_not_mutated(lm, prefix_text):
+def test_repeated_scoring_is_unchanged(lm, prefix_text):
+    """Scoring twice from one prefix, in another order and batch size, gives the same
+    numbers (no state is carried from one call or batch to the next)."""
     pre = lm.prefix(prefix_text)
-    before = [t.clone() for layer in pre.cache.layers for t in (layer.keys, layer.values)]
-    length = pre.cache.get_seq_length()
     first = lm.score(pre, QUERIES, CONTS, batch=3)
     second = lm.score(pre, QUERIES[::-1], CONTS, batch=8)[::-1]
     np.testing.assert_allclose(first, second, atol=1e-5, rtol=0)
-    assert pre.cache.get_seq_length() == length
-    after = [t for layer in pre.cache.layers for t in (layer.keys, layer.values)]
-    assert all(torch.equal(a, b) for a, b in zip(before, after))
 
 
 def test_progress_counts_queries(lm, prefix_text):
@@ -147,7 +160,7 @@ def test_saved_float32_copy_scores_like_the_original(lm, prefix_text, tmp_path):
     try:
         want = lm.score(lm.prefix(prefix_text), QUERIES, CONTS)
         got = copy.score(copy.prefix(prefix_text), QUERIES, CONTS)
-        assert copy.tokens(prefix_text, bos=True) == lm.tokens(prefix_text, bos=True)
+        assert copy.encode(prefix_text) == lm.encode(prefix_text)
         np.testing.assert_array_equal(got, want)
     finally:
         backend._LOADED.pop((str(folder), None), None)

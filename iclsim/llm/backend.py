@@ -1,19 +1,32 @@
 """Scoring label words with a causal language model (torch + transformers).
 
-The ONLY module of iclsim that imports torch or transformers.  A prompt is a demonstration
-prefix shared by many queries, so the prefix runs once (:meth:`LanguageModel.prefix`) and its
-key/value cache is reused by every query: each batch gets its own copy of the cache, expanded
-to the batch size, because the model appends to the cache it is given (the shared prefix
-cache is never mutated).  Each query is scored against every continuation (" negative",
-" positive") as the SUM of the log-probabilities of all the continuation's tokens, so label
-words that split into several tokens are compared fairly.
+The ONLY module of iclsim that imports torch or transformers.
 
-Token ids are always ``tokens(prefix, bos=True) + tokens(query) + tokens(continuation)``,
-each piece tokenized on its own, so the cached path and the from-scratch path (prefix
-``None`` or a prefix made with ``cache=False``) see identical ids; tests compare the two to
-1e-5 in float32.  Rows of a batch are right-padded: padding comes after every real token, so
-under the causal mask no real token attends to padding, position ids run on from the prefix
-length, and the attention mask hides the padding from nothing that matters.
+**The model reads the prompt as text.**  Every scored sequence is the tokenization of the
+whole text ``prefix + query + continuation`` by the model's own tokenizer, with exactly the
+special tokens that tokenizer adds itself (``tokenizer(text)``; no start token is prepended
+by iclsim, no chat template is applied).  Tokenizing the pieces apart and joining the ids
+is NOT the same: a BPE tokenizer can merge across the join (SmolLM2 tokenizes a trailing
+``"\\n\\n"`` alone to one token but to two inside ``"\\n\\nReview"``), and the model then
+sees a sequence no text produces.  ``docs/llm.md`` ("How a prompt is scored") shows what
+that did to the measured accuracies.
+
+A continuation's score is ``sum_t log p(x_t | x_<t)`` over the tokens ``x_t`` of the whole
+text's tokenization that are not tokens of the context's own tokenization: ``start`` is the
+length of the longest common prefix of ``ids(context + continuation)`` and
+``ids(context)``, and tokens ``start .. end`` are scored.  Usually ``start`` is where the
+continuation's text begins; where the continuation's first token merges with the text
+before it, the merged token (and all after it) are scored, as the whole text gives them.
+
+**The KV cache.**  A prompt is a demonstration prefix shared by many queries.  The cache is
+the model's state after the first ``C`` tokens, where ``C`` is the longest token prefix that
+every scored sequence shares with the prefix text's own tokenization, less one (so that
+every scored token is predicted inside the batched pass): cached scores are the whole-text
+scores (tests: 1e-5 in float32, on the real SmolLM2 tokenizer too).  The cache is computed
+once per :meth:`LanguageModel.score` call (one forward pass over ``C`` tokens), and each
+batch gets its own copy expanded to the batch size, because the model appends to the cache
+it is given.  Rows of a batch are right-padded: padding comes after every real token, so
+under the causal mask no real token attends to padding.
 
 Threads: ``torch.set_num_threads(threads)``, default 1 (on 2 shared cores one thread was
 4-5x faster than two).
@@ -34,73 +47,144 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from iclsim.llm.errors import LLMError
 
-__all__ = ["Prefix", "LanguageModel", "load", "tiny_llama"]
+__all__ = ["Prefix", "ScoredSequence", "TextReader", "LanguageModel", "load", "reader", "tiny_llama"]
 
 
 @dataclass(frozen=True)
 class Prefix:
-    """A demonstration prefix after one forward pass: its text, its ids (BOS first when the
-    tokenizer has one), the KV cache (``None``: score from scratch) and the log-softmax at its
-    last position (the distribution of the first token after it)."""
+    """A demonstration prefix: its text and the ids of its whole-text tokenization (with the
+    special tokens the tokenizer adds).  ``cache=False`` (from :meth:`LanguageModel.prefix`):
+    score every sequence from scratch, with no KV cache (a reference for tests)."""
 
     text: str
     ids: tuple[int, ...]
-    cache: Any
-    last_logprobs: Any
+    cache: bool = True
 
 
-class LanguageModel:
+@dataclass(frozen=True)
+class ScoredSequence:
+    """One scored sequence: the ids of ``tokenizer(text)`` and the half-open range
+    ``[start, end)`` of the tokens whose log-probabilities are summed (the continuation's)."""
+
+    text: str
+    ids: tuple[int, ...]
+    start: int
+    end: int
+
+
+def _common_prefix(a, b) -> int:
+    """Length of the longest common prefix of two id sequences."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class TextReader:
+    """A tokenizer as the model reads text, and the model's limits (no weights needed):
+    what :func:`reader` returns and what :class:`LanguageModel` builds on."""
+
+    def __init__(self, tokenizer, config, *, name: str):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.name = name
+        # special tokens the tokenizer itself appends after the text (e.g. an EOS): they come
+        # after the continuation and are never scored
+        plain, full = self.tokens("a b"), self.encode("a b")
+        at = next((i for i in range(len(full) - len(plain) + 1)
+                   if full[i:i + len(plain)] == plain), None)
+        self.n_tail = 0 if at is None else len(full) - at - len(plain)
+
+    def _text_config(self):
+        cfg = self.config
+        return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the model reads, in tokens (``max_position_embeddings`` of
+        its config), or None when the config does not say."""
+        n = getattr(self._text_config(), "max_position_embeddings", None)
+        return int(n) if n else None
+
+    @property
+    def kv_bytes_per_token(self) -> int | None:
+        """float32 bytes of the key/value cache per token of one sequence:
+        ``2 · layers · kv_heads · head_dim · 4`` (None when the config does not say)."""
+        cfg = self._text_config()
+        layers = getattr(cfg, "num_hidden_layers", None)
+        heads = getattr(cfg, "num_attention_heads", None)
+        kv = getattr(cfg, "num_key_value_heads", None) or heads
+        dim = getattr(cfg, "head_dim", None) or (
+            cfg.hidden_size // heads if heads and getattr(cfg, "hidden_size", None) else None)
+        if not (layers and kv and dim):
+            return None
+        return int(2 * layers * kv * dim * 4)
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of ``text`` as the model reads it: ``tokenizer(text)``, with the special
+        tokens the tokenizer adds itself and no others."""
+        return list(self.tokenizer(text)["input_ids"])
+
+    def tokens(self, text: str) -> list[int]:
+        """The ids of ``text`` without any special token (to count or check pieces; never
+        what is scored)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class LanguageModel(TextReader):
     """A causal LM and its tokenizer, in eval mode, float32, on the CPU (or where loaded)."""
 
     def __init__(self, model, tokenizer, *, name: str, kind: str = "unknown"):
+        super().__init__(tokenizer, model.config, name=name)
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.name = name
         self.kind = kind
         self.n_params = int(sum(p.numel() for p in model.parameters()))
         self.device = next(model.parameters()).device
-        bos = getattr(tokenizer, "bos_token_id", None)
-        self.bos_id = None if bos is None else int(bos)
         pad = getattr(tokenizer, "pad_token_id", None)
-        self.pad_id = int(pad) if pad is not None else (self.bos_id or 0)
+        self.pad_id = int(pad) if pad is not None else 0
 
     def __repr__(self) -> str:
         return f"LanguageModel({self.name!r}, n_params={self.n_params}, kind={self.kind!r})"
 
-    def tokens(self, text: str, *, bos: bool) -> list[int]:
-        """Token ids of ``text`` with no special tokens, BOS first when ``bos`` (and the
-        tokenizer has one: Qwen's has none, then the ids start with the text)."""
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if bos and self.bos_id is not None:
-            ids = [self.bos_id] + ids
-        return ids
+    def prefix(self, text: str, *, cache: bool = True) -> Prefix:
+        """The demonstration prefix ``text`` (its whole-text ids); ``cache=False`` makes
+        :meth:`score` run every sequence from scratch."""
+        return Prefix(text, tuple(self.encode(text)), bool(cache))
+
+    def sequence(self, context: str, continuation: str) -> ScoredSequence:
+        """The ids of ``context + continuation`` and the range of tokens that score the
+        continuation (module docstring)."""
+        text = context + continuation
+        ids = self.encode(text)
+        end = len(ids) - self.n_tail
+        ctx = self.encode(context)
+        start = _common_prefix(ids[:end], ctx[:len(ctx) - self.n_tail])
+        if start >= end:
+            raise LLMError(f"label word {continuation.strip()!r} ({continuation!r}) adds no "
+                           f"token to the text for model {self.name}; use another word")
+        if start == 0:
+            raise LLMError("the first token of the text has nothing before it to predict it "
+                           "(empty prompt and no start token); give a prefix text")
+        return ScoredSequence(text, tuple(ids), start, end)
+
+    def _check_continuations(self, continuations) -> None:
+        for c in continuations:
+            if not self.tokens(c):
+                raise LLMError(f"label word {c.strip()!r} ({c!r}) tokenizes to nothing; use "
+                               "a word the tokenizer can encode")
 
     @torch.inference_mode()
-    def prefix(self, text: str, *, cache: bool = True) -> Prefix:
-        """One forward pass over BOS + ``text``, holding its KV cache (``cache=False``: keep
-        only the ids, and :meth:`score` runs every sequence from scratch)."""
-        ids = self.tokens(text, bos=True)
-        if not ids:
-            raise LLMError("the prefix is empty and the tokenizer has no BOS token; give a prefix text")
-        if not cache:
-            return Prefix(text, tuple(ids), None, None)
-        x = torch.tensor([ids], device=self.device)
-        out = self.model(input_ids=x, use_cache=True)
-        last = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        return Prefix(text, tuple(ids), out.cache, last)
+    def _prefix_cache(self, ids: tuple[int, ...]):
+        """The KV cache after ``ids`` (one forward pass)."""
+        x = torch.tensor([list(ids)], device=self.device)
+        # logits of the last position only: the prefix's own logits are never used, and
+        # all of them would be length x vocabulary floats (4.5 GB for Qwen at 7.6k tokens)
+        return self.model(input_ids=x, use_cache=True, logits_to_keep=1).cache
 
-    def _continuation_ids(self, continuations) -> list[list[int]]:
-        out = []
-        for c in continuations:
-            ids = self.tokens(c, bos=False)
-            if not ids:
-                raise LLMError(f"label word {c.strip()!r} ({c!r}) tokenizes to nothing; use a word the tokenizer can encode")
-            out.append(ids)
-        return out
-
-    def _batch_cache(self, prefix: Prefix, rows: int):
-        """A private copy of the prefix cache expanded to ``rows`` (the shared one untouched)."""
-        cache = copy.deepcopy(prefix.cache)
+    def _batch_cache(self, cache, rows: int):
+        """A private copy of ``cache`` expanded to ``rows`` (the shared one untouched)."""
+        cache = copy.deepcopy(cache)
         if rows > 1:
             cache.batch_repeat_interleave(rows)
         return cache
@@ -116,71 +200,64 @@ class LanguageModel:
         progress=None,
     ) -> np.ndarray:
         """``(len(queries), len(continuations))`` float64: for each query and continuation,
-        the sum over all the continuation's tokens of log p(token | BOS + prefix + query +
-        previous continuation tokens).  ``prefix=None``: no prefix (BOS + query + continuation
-        from scratch); a prefix without cache: the whole sequence from scratch.
-        ``batch`` queries per forward pass (each gives one row per continuation);
-        ``progress(n)`` after each ``n`` queries scored."""
+        ``sum_t log p(x_t | x_<t)`` over the continuation's tokens ``x_t`` in the whole-text
+        tokenization of ``prefix + query + continuation`` (module docstring).
+        ``prefix=None``: no prefix.  ``batch`` queries per forward pass (each gives one row
+        per continuation); ``progress(n)`` after each ``n`` queries scored."""
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
-        cont_ids = self._continuation_ids(continuations)
+        self._check_continuations(continuations)
         if prefix is None:
-            prefix = Prefix("", tuple(self.tokens("", bos=True)), None, None)
-        result = np.empty((len(queries), len(cont_ids)), dtype=np.float64)
+            prefix = self.prefix("", cache=False)
+        seqs = [[self.sequence(prefix.text + q, c) for c in continuations] for q in queries]
+        result = np.empty((len(queries), len(continuations)), dtype=np.float64)
+        flat = [s for row in seqs for s in row]
+        # C: tokens every sequence shares with the prefix's own ids, less one so that every
+        # scored token (index >= start >= C + 1) is predicted inside the batched pass
+        n_cached = 0
+        if prefix.cache and flat:
+            n_cached = min(min(_common_prefix(s.ids, prefix.ids), s.start - 1) for s in flat)
+        cache = self._prefix_cache(prefix.ids[:n_cached]) if n_cached > 0 else None
         for start in range(0, len(queries), batch):
-            chunk = queries[start : start + batch]
-            rows = []  # (suffix ids, index where the continuation starts)
-            for q in chunk:
-                q_ids = self.tokens(q, bos=False)
-                for c in cont_ids:
-                    rows.append((q_ids + c, len(q_ids)))
-            scores = self._score_rows(prefix, rows)
-            result[start : start + len(chunk)] = scores.reshape(len(chunk), len(cont_ids))
+            chunk = seqs[start : start + batch]
+            rows = [s for row in chunk for s in row]
+            scores = self._score_rows(rows, n_cached, cache)
+            result[start : start + len(chunk)] = scores.reshape(len(chunk), len(continuations))
             if progress is not None:
                 progress(len(chunk))
         return result
 
-    def _score_rows(self, prefix: Prefix, rows) -> np.ndarray:
-        """Sum of log-probs of the tokens after ``start`` in each suffix, all rows in one pass."""
-        cached = prefix.cache is not None
-        base = () if cached else prefix.ids
-        n_prefix = len(prefix.ids)
-        seqs = [list(base) + suffix for suffix, _ in rows]
-        length = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), length), dtype=torch.long)
-        for i, s in enumerate(seqs):
+    def scored_sequences(self, prefix: Prefix | None, queries: list[str],
+                         continuations: tuple[str, ...]) -> list[list[ScoredSequence]]:
+        """What :meth:`score` scores: per query, per continuation, the sequence and range."""
+        text = "" if prefix is None else prefix.text
+        return [[self.sequence(text + q, c) for c in continuations] for q in queries]
+
+    def _score_rows(self, rows: list[ScoredSequence], n_cached: int, cache) -> np.ndarray:
+        """Sum of log-probs of tokens ``[start, end)`` of each row, all rows in one pass, the
+        first ``n_cached`` tokens (shared by all) taken from ``cache``."""
+        suffixes = [list(r.ids[n_cached:]) for r in rows]
+        length = max(len(s) for s in suffixes)
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, s in enumerate(suffixes):
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, : len(s)] = 1
-        if cached:
-            attn = torch.cat([torch.ones((len(seqs), n_prefix), dtype=torch.long), mask], dim=1)
-            positions = torch.arange(n_prefix, n_prefix + length).expand(len(seqs), -1)
-            out = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=attn.to(self.device),
-                position_ids=positions.to(self.device),
-                cache=self._batch_cache(prefix, len(seqs)),
-                use_cache=True,
-            )
-            logp = torch.log_softmax(out.logits.float(), dim=-1)
-            # the distribution of suffix token j is at suffix position j-1, of token 0 at the prefix end
-            first = prefix.last_logprobs.to(logp.device).expand(len(seqs), 1, -1)
-            logp = torch.cat([first, logp[:, :-1]], dim=1)
+        kwargs = {}
+        if cache is not None:
+            mask = torch.cat([torch.ones((len(rows), n_cached), dtype=torch.long), mask], dim=1)
+            kwargs = {"cache": self._batch_cache(cache, len(rows)), "use_cache": True}
         else:
-            out = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=torch.arange(length).expand(len(seqs), -1).to(self.device),
-                use_cache=False,
-            )
-            logp = torch.log_softmax(out.logits.float(), dim=-1)
-            logp = torch.cat([torch.full_like(logp[:, :1], float("nan")), logp[:, :-1]], dim=1)
+            kwargs = {"use_cache": False}
+        positions = torch.arange(n_cached, n_cached + length).expand(len(rows), -1)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), **kwargs)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)
         scores = np.empty(len(rows))
-        for i, ((suffix, start), s) in enumerate(zip(rows, seqs)):
-            lo = len(s) - (len(suffix) - start)  # first continuation token in this row's ids
-            hi = len(s)
-            pos = torch.arange(lo, hi, device=logp.device)
-            tok = ids[i, lo:hi].to(logp.device)
+        for i, r in enumerate(rows):
+            # token at absolute index t is predicted at suffix position t - 1 - n_cached
+            pos = torch.arange(r.start - 1 - n_cached, r.end - 1 - n_cached, device=logp.device)
+            tok = torch.tensor(r.ids[r.start : r.end], device=logp.device)
             scores[i] = float(logp[i, pos, tok].double().sum())
         return scores
 
@@ -337,30 +414,69 @@ def load(source, *, threads: int = 1) -> LanguageModel:
 _TINY_CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
 
 
-def tiny_llama(seed: int = 0, *, vocab: str = "chars") -> LanguageModel:
-    """A random-weight ``LlamaForCausalLM`` (2 layers, hidden 32, 4 heads, 2 KV heads) with a
-    character-level tokenizer built in code (no files): every character one token, so
-    " negative" is 9 tokens, which is what the multi-token scoring tests need."""
-    if vocab != "chars":
-        raise ValueError(f"vocab must be 'chars', got {vocab!r}")
-    from tokenizers import Tokenizer, models
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+def _tiny_bpe_corpus() -> list[str]:
+    """Prompt-like texts the tiny byte-level BPE is trained on (built in code)."""
+    words = ("good bad film fine awful great fun movie plot boring slow music actor "
+             "story dull best worst love hate").split()
+    rng = np.random.default_rng(0)
+    texts = []
+    for _ in range(400):
+        n = int(rng.integers(2, 7))
+        review = " ".join(words[j] for j in rng.integers(len(words), size=n))
+        label = ("negative", "positive", "foo", "bar")[int(rng.integers(4))]
+        texts.append(f"Review: {review}\nSentiment: {label}\n\n")
+        texts.append(f"Review: {review}\nSentiment: {label}\n\nReview: {review}\nSentiment:")
+    return texts
+
+
+def _tiny_tokenizer(vocab: str):
+    """The tokenizer of :func:`tiny_llama` (``<s>`` added before every text, as Llama's)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<s>", "<unk>", "<pad>"]
-    table = {t: i for i, t in enumerate(specials + _TINY_CHARS)}
-    tok = Tokenizer(models.BPE(vocab=table, merges=[], unk_token="<unk>"))
-    tok.add_special_tokens(specials)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>", pad_token="<pad>")
+    if vocab == "chars":
+        table = {t: i for i, t in enumerate(specials + _TINY_CHARS)}
+        tok = Tokenizer(models.BPE(vocab=table, merges=[], unk_token="<unk>"))
+        tok.add_special_tokens(specials)
+    else:  # GPT-2 style: byte-level pieces, split by GPT-2's regular expression
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+        tok.train_from_iterator(_tiny_bpe_corpus(), trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[
+        ("<s>", tok.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>",
+                                   pad_token="<pad>")
+
+
+def tiny_llama(seed: int = 0, *, vocab: str = "chars") -> LanguageModel:
+    """A random-weight ``LlamaForCausalLM`` (2 layers, hidden 32, 4 heads, 2 KV heads) with a
+    tokenizer built in code (no files) that adds ``<s>`` before every text, as Llama's does.
+
+    ``vocab="chars"``: every character one token, so " negative" is 9 tokens (multi-token
+    scoring).  ``vocab="bpe"``: a byte-level BPE with GPT-2's pre-tokenizer, trained in code
+    on prompt-like texts, which merges ``"\n\n"`` at the end of a text into one token but
+    splits it before ``"Review"``, exactly as SmolLM2's does: a scorer that tokenizes the
+    prefix and the query apart gives other ids than the whole text."""
+    if vocab not in ("chars", "bpe"):
+        raise ValueError(f"vocab must be 'chars' or 'bpe', got {vocab!r}")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    fast = _tiny_tokenizer(vocab)
     config = LlamaConfig(
-        vocab_size=len(table),
+        vocab_size=len(fast),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
-        bos_token_id=0,
-        pad_token_id=2,
+        bos_token_id=fast.bos_token_id,
+        pad_token_id=fast.pad_token_id,
         eos_token_id=None,
     )
     torch.manual_seed(seed)
@@ -369,4 +485,5 @@ def tiny_llama(seed: int = 0, *, vocab: str = "chars") -> LanguageModel:
         for p in model.parameters():
             if p.dim() > 1:
                 p.mul_(10.0)
-    return LanguageModel(model, fast, name=f"tiny-llama-{seed}", kind="base")
+    return LanguageModel(model, fast, name=f"tiny-llama-{seed}" + ("-bpe" if vocab == "bpe" else ""),
+                         kind="base")
