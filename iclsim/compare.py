@@ -238,7 +238,7 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds
 
     With ``llm_ds`` (a result of ``setting = "llm"``) a third column shows real language
     models: accuracy on clean queries vs the fraction p of flipped demonstration labels per
-    model (pooled over tasks, bootstrap intervals), and the most accurate model at each p
+    model (pooled over tasks, t intervals over seeds), and the most accurate model at each p
     (models ordered by parameter count): what real models do beside the theory's law.
 
     With ``transformer_ds`` (a result of ``setting = "transformer"``) a column before the LLM
@@ -306,8 +306,7 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds
     if llm_ds is not None:
         _llm_panels(axes[0, col], axes[1, col], plt, llm_ds)
         parts.append(f"{ordinal[col]}: {_name(llm_ds)} (accuracy pooled over tasks, "
-                     f"{100 * float(llm_ds.attrs.get('confidence', 0.95)):g} % bootstrap "
-                     "intervals)")
+                     f"{100 * float(llm_ds.attrs.get('confidence', 0.95)):g} % t intervals over seeds)")
     add_footer(fig, "; ".join(parts) + "; trained points: mean over non-diverged seeds at the "
                "first value of every other axis; error bars ±1 SE (Monte Carlo)", height=0.025)
     paths = save_figure(fig, out_dir, "scale_vs_noise", formats)

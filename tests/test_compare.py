@@ -149,7 +149,6 @@ def _llm_result(root, monkeypatch):
         seeds = 1
         [eval]
         n_queries = 4
-        n_boot = 100
         batch = 4
         [figures]
         formats = []

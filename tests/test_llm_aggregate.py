@@ -33,7 +33,7 @@ def test_means_and_intervals_equal_the_t_intervals_over_seeds():
     rng = np.random.default_rng(0)
     correct = rng.random((1, 2, 1, 1, 1, 2, 3, 16)) < 0.8
     correct[0, 0, 0, 0, 0, 0] = True  # one cell all correct: the Wilson fallback
-    ds = add_aggregates(_result(correct), n_boot=300)
+    ds = add_aggregates(_result(correct))
     c = correct[0, :, 0, 0, 0].astype(float)  # (task, flip, seed, query)
     np.testing.assert_allclose(ds["acc_mean"].values, correct.mean(axis=(-1, -2)))
     acc = ds["acc_mean"].isel(model=0, k=0, label_words=0, input_noise=0)

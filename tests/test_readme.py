@@ -29,7 +29,7 @@ SMALL_RUN = {
                "eval.test_prompts=256", "eval.batch=128"],
     # the README's test command fetched smollm2-135m (CI); one seed, 4 queries, two p
     "llm": ['axes.model=["smollm2-135m"]', "axes.seeds=1", "eval.n_queries=4",
-            "axes.label_flip=[0.0,0.5]", "eval.n_boot=100"],
+            "axes.label_flip=[0.0,0.5]"],
 }
 SMALL_MAIN = ["--steps", "20", "--batch", "16", "--seeds", "1", "--full-steps", "20",
               "--eval-prompts", "256", "--population-steps", "40"]

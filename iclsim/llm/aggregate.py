@@ -21,8 +21,7 @@ numbers, and ``iclsim show`` / the figures only read them):
 
 ``ds.attrs["interval_method"]`` says this in words.  Runs that are missing (another host's
 shard) or diverged (non-finite scores) are left out of every aggregate (a seed then averages
-the tasks it has; a seed with none is left out).  ``n_boot`` is accepted (and stored) for
-compatibility with results and configurations of the bootstrap version; nothing uses it.
+the tasks it has; a seed with none is left out).
 numpy and xarray only (scipy for the quantiles).
 """
 
@@ -54,8 +53,7 @@ def _interval(arrays, weights, keep, level, binary, rest_shape):
     return tuple(r[k].reshape(rest_shape) for k in ("mean", "lo", "hi"))
 
 
-def add_aggregates(ds, *, level: float = 0.95, n_boot: int = 1000,
-                   sensitivity_flip: float = 0.5):
+def add_aggregates(ds, *, level: float = 0.95, sensitivity_flip: float = 0.5):
     """``ds`` with the aggregates above added (a new Dataset)."""
     ds = ds.copy()
     ok = ds["present"] & ~ds["diverged"]
@@ -104,5 +102,4 @@ def add_aggregates(ds, *, level: float = 0.95, n_boot: int = 1000,
     ds["n_params_model"].attrs["long_name"] = "parameters of the model (-1: not evaluated)"
     ds.attrs["confidence"] = level
     ds.attrs["interval_method"] = stats.METHOD
-    ds.attrs["n_boot"] = n_boot  # unused (the bootstrap is gone); kept for compatibility
     return ds

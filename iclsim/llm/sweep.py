@@ -21,10 +21,10 @@ query (:mod:`iclsim.llm.backend`).  The prediction is the label word whose conti
 the ``margin`` log p(true word) − log p(other word).
 
 Aggregates (stored in the result beside the per-query numbers): accuracy and margin per
-cell with a two-stage bootstrap interval over seeds and queries
-(:func:`iclsim.llm.stats.bootstrap_ci`), the same pooled over tasks, and the
+cell with a t interval over seeds (each seed an independent draw of demonstrations and
+queries; :mod:`iclsim.llm.stats`), the same pooled over tasks, and the
 *sensitivity*: accuracy at p = 0 minus accuracy at p = ``eval.sensitivity_flip``, with a
-paired bootstrap interval.  Nothing here imports torch: the backend is loaded when the
+paired t interval over seeds.  Nothing here imports torch: the backend is loaded when the
 first run is evaluated.
 """
 
@@ -119,8 +119,8 @@ class EvalConfig:
                                   "with this probability", lo=0.0, hi=1.0)
     sensitivity_flip: float = spec(0.5, "sensitivity = accuracy(p = 0) - accuracy(p = this); "
                                    "both must be axes.label_flip values", lo=0.0, hi=1.0)
-    confidence: float = spec(0.95, "level of the bootstrap intervals", lo=0.5, hi=0.999)
-    n_boot: int = spec(1000, "bootstrap resamples per interval", lo=100, hi=1_000_000)
+    confidence: float = spec(0.95, "level of the intervals (t over seeds; Wilson / Newcombe "
+                             "when the seeds do not vary)", lo=0.5, hi=0.999)
 
     def __post_init__(self):
         if self.n_queries % 2:
@@ -240,6 +240,67 @@ def queries(cfg, task_name: str, seed: int):
     return texts, np.asarray(task.query_labels)[idx].astype(np.int8), idx
 
 
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable``; None if unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(cfg, name: str) -> None:
+    """One line, before the model is loaded, when its float32 weights (4 bytes per
+    parameter, known for packaged models) do not fit in the available memory.  Loading a
+    GGUF file the first time needs about twice that (the file and the float32 copy)."""
+    n_params = model_info(name)["n_params"]
+    free = _available_memory()
+    if n_params <= 0 or free is None:
+        return
+    need = 4 * n_params
+    if need > free:
+        raise LLMError(f"axes.model: {name} needs about {need / 2**30:.1f} GiB for its float32 "
+                       f"weights, {free / 2**30:.1f} GiB of memory is available; free memory "
+                       "or choose a smaller model")
+
+
+#: Tokens allowed for the joins of prefix, query and continuation on top of the pieces' counts.
+_JOIN_SLACK = 4
+
+
+def prompt_tokens(cfg, lm, task: str, k: int, words: str, q: float, p: float, seed: int) -> int:
+    """An upper bound on the tokens of the longest scored sequence of one run: the prefix's
+    whole-text tokens + the longest of its queries + the longest continuation + a slack for
+    the joins (a join can merge or split a token or two)."""
+    prefix = demonstrations(cfg, task, k, words, q, p, seed)[0]
+    texts = queries(cfg, task, seed)[0]
+    longest_query = max(len(ids) for ids in lm.tokenizer(texts, add_special_tokens=False)["input_ids"])
+    longest_cont = max(len(lm.tokens(c)) for c in prompts.continuations(word_pair(words)))
+    return len(lm.encode(prefix)) + longest_query + longest_cont + _JOIN_SLACK
+
+
+def _check_length(cfg, name: str, lm) -> None:
+    """One line when some run's prompt would be longer than the model's positions.  Only
+    the largest k is tokenized: for a fixed seed the demonstrations are nested in k."""
+    limit = lm.max_positions
+    if not limit:
+        return
+    import itertools
+
+    axes = cfg.axes
+    k = max(axes.k)
+    for task, words, q, seed in itertools.product(axes.task, axes.label_words,
+                                                  axes.input_noise, range(axes.seeds)):
+        n = max(prompt_tokens(cfg, lm, task, k, words, q, p, seed) for p in axes.label_flip)
+        if n > limit:
+            fits = max(2, int(k * limit / n) // 2 * 2)
+            raise LLMError(f"axes.k: {k} demonstrations of task {task} make prompts of up to "
+                           f"{n:,} tokens for model {name}, which reads at most {limit:,}; "
+                           f"use k <= {fits} (or a model with a longer context)")
+
+
 # ------------------------------------------------------------------------------ the setting
 
 
@@ -262,18 +323,14 @@ class LLMSetting:
         return 1
 
     def check(self, cfg) -> None:
+        """Everything that can fail before a run starts, each as one line: the backend, the
+        model files, the data, the pools' sizes, each model's memory (float32 weights vs
+        available memory) and its context length (the longest prompt of the sweep vs the
+        positions the model reads)."""
         _require_backend()
         for name in cfg.axes.model:
             if not _is_tiny(name):
                 _source(name, verify=True)
-        custom = [w for w in cfg.axes.label_words if w not in prompts.LABEL_WORDS]
-        for name in cfg.axes.model if custom else ():
-            lm = _model(name, cfg.eval.threads)  # loaded once; the evaluation reuses it
-            for words in custom:
-                for word in prompts.continuations(word_pair(words)):
-                    if not lm.tokens(word, bos=False):
-                        raise LLMError(f"axes.label_words: {word.strip()!r} tokenizes to "
-                                       f"nothing for model {name}; choose another word")
         for task in cfg.axes.task:
             t = _task(task, cfg.data.margin, cfg.data.max_words)
             for k in cfg.axes.k:
@@ -286,6 +343,16 @@ class LLMSetting:
                 raise LLMError(f"eval.n_queries: {cfg.eval.n_queries} needs "
                                f"{cfg.eval.n_queries // 2} queries per class; task {task} has "
                                f"{per_class}")
+        # the first model evaluated is checked last, so it stays loaded (one in memory)
+        for name in reversed(cfg.axes.model):
+            _check_memory(cfg, name)
+            lm = _model(name, cfg.eval.threads)  # loaded once; the evaluation reuses it
+            for words in cfg.axes.label_words:
+                for word in prompts.continuations(word_pair(words)):
+                    if not lm.tokens(word):
+                        raise LLMError(f"axes.label_words: {word.strip()!r} tokenizes to "
+                                       f"nothing for model {name}; choose another word")
+            _check_length(cfg, name, lm)
 
     def provenance(self, cfg) -> dict:
         from iclsim.llm import models
@@ -378,7 +445,7 @@ class LLMSetting:
     def aggregate(self, cfg, ds):
         from iclsim.llm.aggregate import add_aggregates
 
-        return add_aggregates(ds, level=cfg.eval.confidence, n_boot=cfg.eval.n_boot,
+        return add_aggregates(ds, level=cfg.eval.confidence,
                               sensitivity_flip=cfg.eval.sensitivity_flip)
 
     def summary(self, ds) -> str:
