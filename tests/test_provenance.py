@@ -101,6 +101,82 @@ def test_source_hash_sees_a_one_line_change(tmp_path):
     assert provenance.source_hash.__wrapped__(str(tree))[0] != before
 
 
+def test_source_hash_sees_every_file_but_pycache(tmp_path):
+    tree = tmp_path / "iclsim"
+    shutil.copytree(provenance.PACKAGE_ROOT, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    before, n_files = provenance.source_hash.__wrapped__(str(tree))
+    cache = tree / "linear" / "__pycache__"
+    cache.mkdir()
+    (cache / "model.cpython-311.pyc").write_bytes(b"compiled")
+    assert provenance.source_hash.__wrapped__(str(tree)) == (before, n_files)
+    (tree / "linear" / "table.json").write_text("[1.0, 2.0]\n")  # a data file, not *.py
+    after, n_after = provenance.source_hash.__wrapped__(str(tree))
+    assert after != before and n_after == n_files + 1
+
+
+def test_code_record_holds_libraries_python_flags_and_jax_config(monkeypatch):
+    import platform
+    import sys
+
+    import numpy
+    import optax
+    import scipy
+    import xarray
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    record = provenance.code_record()
+    assert record["libraries"]["optax"] == optax.__version__
+    assert record["libraries"]["numpy"] == numpy.__version__
+    assert record["libraries"]["scipy"] == scipy.__version__
+    assert record["libraries"]["xarray"] == xarray.__version__
+    assert record["python"].endswith(".".join(map(str, sys.version_info[:3])))
+    assert record["xla_flags"] == ""
+    config = record["jax_config"]
+    assert config["jax_enable_x64"] is bool(jax.numpy.zeros(()).dtype == np.float64)
+    assert config["jax_default_prng_impl"] == str(jax.random.key_impl(jax.random.key(0)))
+    assert set(config) == {"jax_default_prng_impl", "jax_threefry_partitionable",
+                           "jax_enable_x64", "jax_default_matmul_precision"}
+    base = provenance.code_hash()
+    # each part moves the key on its own
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
+    assert provenance.code_hash() != base
+    monkeypatch.delenv("XLA_FLAGS")
+    with jax.default_matmul_precision("bfloat16"):
+        assert provenance.code_record()["jax_config"]["jax_default_matmul_precision"] == "bfloat16"
+        assert provenance.code_hash() != base
+    with jax.threefry_partitionable(not config["jax_threefry_partitionable"]):
+        assert provenance.code_hash() != base
+    assert provenance.code_hash() == base
+
+
+def _fake_version(monkeypatch, name, version):
+    real = provenance.library_version
+    monkeypatch.setattr(provenance, "library_version",
+                        lambda lib: version if lib == name else real(lib))
+
+
+@pytest.mark.parametrize("change", ["optax_version", "xla_flags"])
+def test_library_or_flag_change_makes_a_new_result_folder(reference, tmp_path, monkeypatch,
+                                                           change):
+    root = tmp_path / "results"
+    shutil.copytree(reference.path.parent.parent, root)
+    cfg = _cfg(root)
+    old = sweep.sweep_dir(cfg) / reference.path.name
+    assert run_sweep(cfg, LINEAR, quiet=True).path == old  # unchanged: reused
+    if change == "optax_version":
+        _fake_version(monkeypatch, "optax", "0.0.1-fake")
+    else:
+        monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+    fresh = run_sweep(cfg, LINEAR, quiet=True)
+    assert fresh.path.parent == old.parent and fresh.path != old and not fresh.resumed
+    record = json.loads(fresh.dataset.attrs["provenance"])
+    if change == "optax_version":
+        assert record["libraries"]["optax"] == "0.0.1-fake"
+    else:
+        assert record["xla_flags"] == "--xla_cpu_multi_thread_eigen=false"
+    assert json.loads((fresh.path / "provenance.json").read_text())["code_hash"] == fresh.path.name
+
+
 def test_result_folder_is_keyed_by_config_and_code(reference, tmp_path, monkeypatch):
     out = reference.path
     assert out.parent == sweep.sweep_dir(_cfg(out.parent.parent))
