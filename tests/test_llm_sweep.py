@@ -34,6 +34,7 @@ from iclsim import cli  # noqa: E402
 from iclsim.engine.config import parse  # noqa: E402
 from iclsim.llm import sweep as llm_sweep  # noqa: E402
 from iclsim.llm.data import DATA_FILES  # noqa: E402
+from iclsim.llm.errors import LLMError  # noqa: E402
 from iclsim.llm.models import PACKAGED  # noqa: E402
 
 from conftest import result_folder  # noqa: E402
@@ -401,6 +402,34 @@ def test_bad_corrupted_cache_file(fake_cache, tmp_path, capsys, right_size):
             f.truncate(PACKAGED["smollm2-135m"].size)
     line = run_bad(tmp_path, capsys, axes__model='["smollm2-135m"]')
     assert "sha256" in line and "smollm2-135m" in line
+
+
+def test_prompt_longer_than_the_model_reads_is_one_line_error(fake_cache, tmp_path, capsys,
+                                                                monkeypatch):
+    """The longest prompt is checked against the model's positions before any run starts.
+    The tiny model's tokenizer is one token per character plus its <s>, so the longest
+    scored sequence is computed here by hand from the prompt texts: the check's bound is that
+    plus its stated slack of 4 tokens for the joins (none are needed here)."""
+    from iclsim.llm.backend import TextReader, tiny_llama
+
+    cfg = parse(llm_sweep.LLMSweepConfig, {"name": "x", "setting": "llm", "axes": {
+        "model": ["tiny-random-llama"], "task": ["movies", "tweets"], "k": [4],
+        "label_flip": [0.0, 0.125, 0.5], "seeds": 2}, "eval": {"n_queries": 6}})
+    llm_sweep._task_at.cache_clear()
+    longest = max(1 + len(llm_sweep.demonstrations(cfg, t, 4, "sentiment", 0.0, p, s)[0])
+                  + max(len(q) for q in llm_sweep.queries(cfg, t, s)[0]) + len(" positive")
+                  for t in ("movies", "tweets") for p in (0.0, 0.125, 0.5) for s in (0, 1))
+    lm = tiny_llama(0)
+    for limit in (longest + 4, longest + 3):
+        monkeypatch.setattr(TextReader, "max_positions", property(lambda self: limit))
+        if limit == longest + 4:
+            llm_sweep._check_length(cfg, "tiny-random-llama", lm)  # fits: no error
+        else:
+            with pytest.raises(LLMError, match=f"up to {longest + 4:,} tokens"):
+                llm_sweep._check_length(cfg, "tiny-random-llama", lm)
+    monkeypatch.setattr(TextReader, "max_positions", property(lambda self: 240))
+    line = run_bad(tmp_path, capsys)  # through the CLI: one line, exit 2, nothing written
+    assert "axes.k" in line and "reads at most 240" in line and "use k <=" in line
 
 
 def test_bad_model_folder_not_a_causal_lm(fake_cache, tmp_path, capsys):
