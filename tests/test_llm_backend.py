@@ -163,7 +163,7 @@ def test_saved_float32_copy_scores_like_the_original(lm, prefix_text, tmp_path):
         assert copy.encode(prefix_text) == lm.encode(prefix_text)
         np.testing.assert_array_equal(got, want)
     finally:
-        backend._LOADED.pop((str(folder), None), None)
+        backend._LOADED.pop((str(folder), None, "cpu"), None)
 
 
 def test_converted_folder_key_follows_the_file(tmp_path, monkeypatch):

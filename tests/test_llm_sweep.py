@@ -432,6 +432,15 @@ def test_prompt_longer_than_the_model_reads_is_one_line_error(fake_cache, tmp_pa
     assert "axes.k" in line and "reads at most 240" in line and "use k <=" in line
 
 
+def test_bad_device_is_one_line_error(fake_cache, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the error needs one without")
+    line = run_bad(tmp_path, capsys, eval__device='"cuda"')
+    assert "eval.device" in line and "cuda" in line and "use 'cpu'" in line
+
+
 def test_bad_model_folder_not_a_causal_lm(fake_cache, tmp_path, capsys):
     bert = tmp_path / "bert"
     bert.mkdir()

@@ -262,7 +262,7 @@ class LanguageModel(TextReader):
         return scores
 
 
-_LOADED: dict[tuple[str, str | None], LanguageModel] = {}
+_LOADED: dict[tuple[str, str | None, str], LanguageModel] = {}
 
 #: Manifest and completion marker of a converted copy (written last; :mod:`iclsim.llm.cache`).
 _COMPLETE = "iclsim-converted.json"
@@ -338,7 +338,18 @@ def _not_causal(where: str, why: str) -> LLMError:
     return LLMError(f"{where} is not a causal language model transformers can load ({why})")
 
 
-def load(source, *, threads: int = 1) -> LanguageModel:
+def _require_device(device: str) -> None:
+    """One line unless torch can run on ``device`` here."""
+    if device == "cpu":
+        return
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0) if device.startswith("cuda") else -1
+    if not 0 <= index < n:
+        raise LLMError(f"eval.device: {device!r} is not available here (torch sees {n} CUDA "
+                       "device(s)); use 'cpu'")
+
+
+def load(source, *, threads: int = 1, device: str = "cpu") -> LanguageModel:
     """The model of a :class:`~iclsim.llm.models.ModelSource` (float32, eval mode), cached
     in-process by ``(folder, gguf_file)``.  A folder or file that is not a causal LM ->
     :class:`LLMError` in one line.  Sets ``torch.set_num_threads(threads)``."""
@@ -347,7 +358,8 @@ def load(source, *, threads: int = 1) -> LanguageModel:
     torch.set_num_threads(threads)
     folder = str(Path(source.folder))
     gguf = source.gguf_file
-    key = (folder, gguf)
+    _require_device(device)
+    key = (folder, gguf, device)
     if key in _LOADED:
         return _LOADED[key]
     where = str(Path(folder) / gguf) if gguf else folder
@@ -401,6 +413,8 @@ def load(source, *, threads: int = 1) -> LanguageModel:
             os.environ["TQDM_DISABLE"] = quiet
     if converted is not None and not (converted / _COMPLETE).exists():
         _save_converted(model, tokenizer, converted, source=gguf_path, source_sha256=gguf_sha)
+    if device != "cpu":
+        model = model.to(device)
     lm = LanguageModel(model, tokenizer, name=source.name, kind=getattr(source, "kind", "unknown"))
     lm.load_seconds = time.perf_counter() - t0
     if getattr(source, "n_params", None):
@@ -453,7 +467,7 @@ def _tiny_tokenizer(vocab: str):
                                    pad_token="<pad>")
 
 
-def tiny_llama(seed: int = 0, *, vocab: str = "chars") -> LanguageModel:
+def tiny_llama(seed: int = 0, *, vocab: str = "chars", device: str = "cpu") -> LanguageModel:
     """A random-weight ``LlamaForCausalLM`` (2 layers, hidden 32, 4 heads, 2 KV heads) with a
     tokenizer built in code (no files) that adds ``<s>`` before every text, as Llama's does.
 
@@ -480,10 +494,12 @@ def tiny_llama(seed: int = 0, *, vocab: str = "chars") -> LanguageModel:
         eos_token_id=None,
     )
     torch.manual_seed(seed)
+    _require_device(device)
     model = LlamaForCausalLM(config).to(torch.float32)
     with torch.no_grad():  # larger weights than the default init: peaked, informative outputs
         for p in model.parameters():
             if p.dim() > 1:
                 p.mul_(10.0)
+    model = model.to(device)
     return LanguageModel(model, fast, name=f"tiny-llama-{seed}" + ("-bpe" if vocab == "bpe" else ""),
                          kind="base")

@@ -1,6 +1,6 @@
 """The sentiment tasks: the VADER snippets of Hutto & Gilbert (ICWSM 2014), as binary tasks.
 
-Issue #10 replicates the label-flipping experiments on real text.  The four human-rated
+The label-flipping experiments run on real text.  The four human-rated
 corpora shipped in the ``vaderSentiment==3.3.2`` source distribution (MIT licence;
 ``additional_resources/hutto_ICWSM_2014.tar.gz``) give four tasks with different domains:
 

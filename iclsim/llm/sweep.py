@@ -114,6 +114,9 @@ class EvalConfig:
                       hi=4096)
     threads: int = spec(1, "torch CPU threads (on 2 cores one thread was 4-5x faster than two)",
                         lo=1, hi=1024)
+    device: str = spec("cpu", "where torch runs the model: cpu, or cuda / cuda:N on a GPU "
+                       "machine (float32 either way)", choices=("cpu", "cuda", "cuda:0", "cuda:1",
+                                                                 "cuda:2", "cuda:3"))
     corruption_rate: float = spec(0.5, "input noise: each word of a corrupted demonstration "
                                   "is replaced by a random word of the demonstration pool "
                                   "with this probability", lo=0.0, hi=1.0)
@@ -168,12 +171,12 @@ def _source(name: str, verify: bool = True):
 
 
 @functools.lru_cache(maxsize=1)  # runs are grouped model by model: one in memory at a time
-def _model(name: str, threads: int):
+def _model(name: str, threads: int, device: str = "cpu"):
     from iclsim.llm import backend
 
     if _is_tiny(name):
-        return backend.tiny_llama(0)
-    return backend.load(_source(name, verify=False), threads=threads)
+        return backend.tiny_llama(0, device=device)
+    return backend.load(_source(name, verify=False), threads=threads, device=device)
 
 
 def model_info(name: str) -> dict:
@@ -346,7 +349,7 @@ class LLMSetting:
         # the first model evaluated is checked last, so it stays loaded (one in memory)
         for name in reversed(cfg.axes.model):
             _check_memory(cfg, name)
-            lm = _model(name, cfg.eval.threads)  # loaded once; the evaluation reuses it
+            lm = _model(name, cfg.eval.threads, cfg.eval.device)  # the evaluation reuses it
             for words in cfg.axes.label_words:
                 for word in prompts.continuations(word_pair(words)):
                     if not lm.tokens(word):
@@ -383,7 +386,7 @@ class LLMSetting:
         return out
 
     def evaluate(self, cfg, static, runs, progress) -> dict:
-        lm = _model(static.model, cfg.eval.threads)
+        lm = _model(static.model, cfg.eval.threads, cfg.eval.device)
         n = cfg.eval.n_queries
         out = {key: [] for key in ("correct", "margin", "query_label", "query_index", "n_flipped",
                                    "n_corrupted", "prefix_chars", "n_params", "verdict",
