@@ -1,15 +1,16 @@
 """The ``iclsim`` command: run sweeps, show and plot stored results.
 
     iclsim run SWEEP.toml [--set key=value ...] [--out DIR] [--quiet] [--resume-stale]
-               [--distributed]
-    iclsim show RESULTS...
+               [--distributed] [--check]
+    iclsim show RESULTS... [--check]
     iclsim plot RESULTS... [--out DIR] [--format png --format pdf]
     iclsim keys [SETTING]
     iclsim compare LINEAR_RESULT PARITY_RESULT [LLM_RESULT] [--out DIR]
     iclsim llm fetch NAME... | iclsim llm models
 
 Errors in sweep files and overrides are one line naming the key and what is
-allowed, with exit status 2.
+allowed, with exit status 2.  ``--check`` (run, show): exit 1 when the summary verdict
+is DIFFERS (``iclsim.engine.verdict``), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -74,7 +75,19 @@ def _cmd_run(args) -> int:
     if stale:
         state += f" (stale: resumed from code {stale})"
     print(f"{state} run, {outcome.compiles} compile(s), wall time {outcome.wall_time:.1f} s")
-    return 0
+    return _check_code(outcome.dataset, setting) if args.check else 0
+
+
+def _check_code(ds, setting) -> int:
+    """``--check``: 1 when the summary verdict (:mod:`iclsim.engine.verdict`) is DIFFERS."""
+    from iclsim.engine import verdict
+
+    parts = verdict.from_dataset(ds)
+    if parts is None and hasattr(setting, "verdict_parts"):
+        parts = setting.verdict_parts(ds)
+    result = verdict.fold(parts or [])
+    print(f"check: {result.word} (exit {result.exit_code})")
+    return result.exit_code
 
 
 def _check_writable(folder, what: str) -> None:
@@ -123,12 +136,15 @@ def _load(path):
 
 
 def _cmd_show(args) -> int:
+    code = 0
     for i, results in enumerate(args.results):
         ds, setting = _load(results)
         if len(args.results) > 1:
             print(f"{'' if i == 0 else chr(10)}== {results}")
         print(setting.summary(ds))
-    return 0
+        if args.check:
+            code = max(code, _check_code(ds, setting))
+    return code
 
 
 def _cmd_plot(args) -> int:
@@ -227,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="root folder of the results (default: output_dir of the sweep file, "
                           "'results'); the result goes to DIR/<name>-<config hash>/<code hash>/")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--check", action="store_true",
+                     help="exit 1 when the summary verdict is DIFFERS (0 otherwise), so a "
+                          "verification can gate CI")
     run.add_argument("--resume-stale", action="store_true",
                      help="resume this config's newest folder even if it was made by other "
                           "iclsim code (recorded in the result as resumed_stale_from); by "
@@ -240,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("results", nargs="+",
                       help="sweep output folder(s) or result.nc file(s); a folder holding "
                            "several results resolves to the newest")
+    show.add_argument("--check", action="store_true",
+                      help="exit 1 when the summary verdict of any result is DIFFERS")
     show.set_defaults(func=_cmd_show)
     plot = sub.add_parser("plot", help="redraw the figures of a stored result",
                           description="Redraw figures from a stored result (no training).")

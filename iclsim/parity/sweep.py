@@ -424,6 +424,83 @@ def _best_table(ds, sel):
         "MC risk; trained (5): the same with the exact loss (5) of the trained weights)")
 
 
+def verdict_parts(ds):
+    """The verdict parts of a setting-2 result (:mod:`iclsim.engine.verdict`), on exact
+    quantities: per (N, lr, init_scale) and trained m, every seed's exact clean loss (5) is
+    within ``OPTIMUM_FRACTION`` of the rung gap R_{m−1} − R_m of R_m; per evaluation level
+    (p, q), best m = m* over the trained m and 0, decided on ``eval_exact`` (the exact loss
+    (5) of the trained α, c), UNRESOLVED when the theory's gap between m* and the runner-up
+    is at most the runs' measured optimisation error there.  One cross-check part:
+    ``eval_risk`` (Monte Carlo) against ``eval_exact``, Bonferroni over every (run, cell)."""
+    import itertools
+
+    from iclsim.engine import verdict as V
+
+    method = "exact (loss (5) of the trained α, c; float64)"
+    ok = ~ds["diverged"]
+    parts = []
+    heads = np.sort(ds["heads"].values)
+    for n, lr, sc in itertools.product(ds.n_context.values, ds.learning_rate.values,
+                                       ds.init_scale.values):
+        sel = dict(n_context=n, learning_rate=lr, init_scale=sc)
+        where = f"N={int(n)}" + (f", lr={lr:g}" if ds.learning_rate.size > 1 else "") + (
+            f", init_scale={sc:g}" if ds.init_scale.size > 1 else "")
+        ladder = ds["clean_risk"].sel(n_context=n).values
+        for m in heads:
+            good = ok.sel(heads=m, **sel).values
+            excess = np.where(good, ds["risk"].sel(heads=m, **sel).values - ladder[m], np.nan)
+            parts.append(V.optimum_part(
+                f"m = {int(m)} reaches R_m: loss − R_m <= {V.OPTIMUM_FRACTION:g}·(R_{{m−1}} − "
+                f"R_m) in every seed ({where})", excess, ladder[m - 1] - ladder[m],
+                method=method, extra={"scale": int(m),
+                                      "kind_label": "head counts at R_m in every seed"}))
+        for p in ds.label_flip.values:
+            for q in ds.bit_flip.values:
+                lvl = dict(label_flip=p, bit_flip=q)
+                theory_all = ds["optimal_risk"].sel(n_context=n, **lvl).values
+                scales = np.concatenate([[0], heads])
+                runs = np.stack([np.full(ds.seed.size, float(ds["trivial_risk"]))] + [
+                    ds["eval_exact"].sel(heads=m, **sel, **lvl).where(
+                        ok.sel(heads=m, **sel)).values for m in heads])
+                parts.append(V.best_scale_part(
+                    f"at {where}, p={p:g}, q={q:g} (m* over the trained m and 0)", scales,
+                    theory_all[scales], runs, scale_name="heads", method=method,
+                    extra={"label_flip": float(p), "bit_flip": float(q),
+                           "kind_label": "best heads = m* at levels"}))
+    parts.append(V.cross_check_part(ds["eval_risk"].where(ok).values,
+                                    ds["eval_exact"].where(ok).values,
+                                    ds["eval_se"].where(ok).values))
+    return parts
+
+
+def aggregate(cfg, ds):
+    """The result with its verdict parts stored (none in a multi-host shard)."""
+    from iclsim.engine import verdict as V
+
+    if not bool(ds["present"].all()):
+        return ds
+    return ds.assign(V.to_vars(verdict_parts(ds)))
+
+
+def _verdict_lines(ds) -> list[str]:
+    from iclsim.engine import verdict as V
+
+    parts = V.from_dataset(ds)
+    parts = parts if parts is not None else verdict_parts(ds)
+    lines = []
+    for p in parts:
+        if p.decision == V.UNRESOLVED and "resolve" in p.detail:
+            lines.append(f"UNRESOLVED {p.claim}: gap {p.detail['gap']:.3g} <= optimisation "
+                         f"error {p.detail['tolerance']:.3g}; to resolve: {p.detail['resolve']}")
+    lines.append("Verdict rules: a head count is at its optimum when every seed's exact loss "
+                 f"− R_m <= {V.OPTIMUM_FRACTION:g}·(R_(m−1) − R_m); best m = m* (over the "
+                 "trained m and 0) at a level is UNRESOLVED when the theory's gap between m* "
+                 "and the runner-up is <= the runs' optimisation error there (max over seeds "
+                 "|exact loss − R_m(μ)|, summed over the two), else SUPPORTED iff the seed-mean "
+                 "exact loss picks m*.")
+    return lines + V.summary_lines(parts)
+
+
 def summary(ds) -> str:
     """Per (N, learning rate, init scale): the trained models vs R_m (Theorem C: R_m, best and
     median exact risk, attention mass, successes and verdicts), their risk on noisy prompts vs
@@ -436,6 +513,7 @@ def summary(ds) -> str:
                 lines += [_training_table(ds, sel), "", _noise_table(ds, sel), ""]
                 if ds.label_flip.size > 1 or ds.bit_flip.size > 1:
                     lines += [_best_table(ds, sel), ""]
+    lines += _verdict_lines(ds) + [""]
     attrs = ds.attrs
     lines.append(f"{attrs.get('setting', 'parity')} sweep {attrs.get('config_hash', '')}: "
                  f"{attrs.get('compiles', '?')} compile(s), {float(attrs.get('wall_time_s', 0)):.1f} s "
@@ -470,6 +548,8 @@ class ParitySetting:
     oracle = staticmethod(oracle_vars)
     summary = staticmethod(summary)
     figures = staticmethod(figures)
+    aggregate = staticmethod(aggregate)
+    verdict_parts = staticmethod(verdict_parts)
 
 
 PARITY = ParitySetting()
