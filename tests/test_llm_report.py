@@ -87,3 +87,27 @@ def test_verdict_rule():
     assert verdict(Comparison(mean=0.1, lo=0.01, hi=0.2, **base)).startswith("SUPPORTED")
     assert verdict(Comparison(mean=0.1, lo=-0.01, hi=0.2, **base)).startswith("INCONCLUSIVE")
     assert verdict(Comparison(mean=-0.1, lo=-0.2, hi=-0.01, **base)).startswith("NOT SUPPORTED")
+
+
+@pytest.mark.parametrize("drops, word, code", [((0.0, 0.4), "AGREES", 0),
+                                               ((0.4, 0.0), "DIFFERS", 1),
+                                               ((0.1, 0.1), "UNDECIDED", 0)])
+def test_claim_as_verdict_parts_and_check_exit_code(drops, word, code):
+    """The claim is one engine Verdict part per block; its interval is the paired t interval
+    computed here with scipy from the per-seed differences, and --check's exit code follows."""
+    from scipy import stats as sps
+
+    from iclsim.engine.verdict import fold
+    from iclsim.llm.report import verdict_parts
+
+    ds = _result(_correct(*drops))
+    c = ds["correct"].sel(k=8, label_words="sentiment", input_noise=0.0).transpose(
+        "model", "task", "label_flip", "seed", "query").values
+    d = (c[1, :, 0] - c[1, :, 1]).mean(axis=(0, 2)) - (c[0, :, 0] - c[0, :, 1]).mean(axis=(0, 2))
+    half = sps.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    (part,) = verdict_parts(ds)
+    assert part.statistic == pytest.approx(d.mean())
+    assert part.interval == pytest.approx((d.mean() - half, d.mean() + half))
+    result = fold([part], subject="the paper's claim")
+    assert result.word == word and result.exit_code == code
+    assert result.line in summary(ds)

@@ -1,4 +1,4 @@
-"""One verdict layer for every setting: a conclusion is data (``/work/shared/design``).
+"""One verdict layer for every setting: a conclusion is data, like a ``scipy.stats`` result.
 
 A :class:`Verdict` is one *part* of a conclusion: a claim, a decision, the number it rests
 on, an interval and level when the number is estimated (``None`` when it is exact), the

@@ -96,6 +96,31 @@ def verdict(cmp: Comparison) -> str:
     return "INCONCLUSIVE (the interval includes 0)"
 
 
+def verdict_parts(ds) -> list:
+    """The claim "the larger model is more sensitive to flipped labels" as
+    :class:`iclsim.engine.verdict.Verdict` parts, one per (k, label words, input noise)
+    block: what ``iclsim run/show --check`` folds (exit 1 when a part is NOT SUPPORTED)."""
+    from iclsim.engine.verdict import Verdict
+
+    parts = []
+    level = float(ds.attrs.get("confidence", 0.95))
+    for k in ds["k"].values:
+        for words in ds["label_words"].values:
+            for q in ds["input_noise"].values:
+                cmp = size_comparison(ds, k=k, label_words=words, input_noise=q)
+                if cmp is None:
+                    continue
+                decision = verdict(cmp).split(" (")[0]
+                parts.append(Verdict(
+                    f"sensitivity({cmp.big}) > sensitivity({cmp.small}) at k = {int(k)}, "
+                    f"{words}, q = {float(q):g}", decision, cmp.mean, (cmp.lo, cmp.hi), level,
+                    f"paired {cmp.method} interval over {cmp.n_seeds} seeds",
+                    {"kind": "size comparison", "kind_label": "larger model more sensitive",
+                     "detectable_difference": cmp.detectable, "sd": cmp.sd,
+                     "kinds": [cmp.big_kind, cmp.small_kind]}))
+    return parts
+
+
 def power_text(cmp: Comparison, n_tasks: int, n_queries: int, level: float) -> str:
     unit = (f"{cmp.n_seeds} seed(s) × {n_queries} queries" +
             (f" × {n_tasks} tasks" if n_tasks > 1 else ""))
@@ -172,6 +197,9 @@ def summary(ds) -> str:
                   "averaged over tasks); SUPPORTED if above 0, NOT SUPPORTED if below, "
                   "INCONCLUSIVE if it includes 0"]
         lines += verdict_lines
+        from iclsim.engine.verdict import fold
+
+        lines.append(fold(verdict_parts(ds), subject="the paper's claim").line)
     bad = int((ds["diverged"] & ds["present"]).sum())
     missing = int((~ds["present"]).sum())
     if bad or missing:

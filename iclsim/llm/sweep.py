@@ -451,6 +451,11 @@ class LLMSetting:
         return add_aggregates(ds, level=cfg.eval.confidence,
                               sensitivity_flip=cfg.eval.sensitivity_flip)
 
+    def verdict_parts(self, ds) -> list:
+        from iclsim.llm.report import verdict_parts
+
+        return verdict_parts(ds)
+
     def summary(self, ds) -> str:
         from iclsim.llm.report import summary
 
