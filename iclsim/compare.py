@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iclsim.engine.setting import best_scale
+from iclsim.engine.setting import best_scale, tuning_word
 from iclsim.plotting import add_footer, result_config, save_figure
 from iclsim.plotting import pyplot as _plt
 
@@ -236,7 +236,8 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds
     per head count m (Theorem D) and the best head count m*(p).  Theory from the
     oracle values stored in each result, simulation from its trained runs (mean
     over non-diverged seeds at the first value of every other axis; the best scale
-    from :func:`iclsim.engine.setting.best_scale`, pooled over seeds and tuning axes).
+    from :func:`iclsim.engine.setting.best_scale`: each scale at its best-tuned learning rate
+    and init scale, seeds averaged; the footer says so).
 
     With ``llm_ds`` (a result of ``setting = "llm"``) a third column shows real language
     models: accuracy on clean queries vs the fraction p of flipped demonstration labels per
@@ -310,7 +311,8 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds
         parts.append(f"{ordinal[col]}: {_name(llm_ds)} (accuracy pooled over tasks, "
                      f"{100 * float(llm_ds.attrs.get('confidence', 0.95)):g} % t intervals over seeds)")
     add_footer(fig, "; ".join(parts) + "; trained points: mean over non-diverged seeds at the "
-               "first value of every other axis; error bars ±1 SE (Monte Carlo)", height=0.025)
+               "first value of every other axis; error bars ±1 SE (Monte Carlo); simulated best "
+               f"scale: {tuning_word('best')}", height=0.025)
     paths = save_figure(fig, out_dir, "scale_vs_noise", formats)
     plt.close(fig)
     return paths

@@ -17,7 +17,7 @@ from iclsim.engine import setting as engine_setting
 from iclsim.engine.config import (
     CommonAxes, CommonEval, CommonSweep, CommonTrain, apply_overrides, parse, spec,
 )
-from iclsim.engine.setting import Setting, best_scale, build_groups, window_loss
+from iclsim.engine.setting import Setting, best_scale, build_groups, tuning_word, window_loss
 from iclsim.engine.sweep import run_sweep
 from iclsim.engine.trainer import build_trainer
 from iclsim.linear.sweep import LINEAR
@@ -168,7 +168,8 @@ def test_a_third_setting_runs_end_to_end(mean_result):
 def test_best_scale_against_a_hand_computed_argmin(mean_result):
     _, out = mean_result
     ds = out.dataset
-    best = best_scale(ds)
+    best = best_scale(ds, tuning="pooled")
+    assert best.attrs["tuning"] == "pooled"
     for n in ds.n_context.values:
         for noise in ds.noise.values:
             # independent: numpy over the finite runs of each width, then argmin with 0 → 1.0
@@ -183,6 +184,43 @@ def test_best_scale_against_a_hand_computed_argmin(mean_result):
     # Large context noise makes ŷ = ȳ worse than the trained shrinkage only if a is large:
     # at N = 3, σ² = 30 the width-1 model (a = 3/4) has risk 0.0625 + 0.5625·10 > 1: best is 0.
     assert float(best.sel(n_context=3, noise=30.0)) == 0
+
+
+def test_best_tuned_and_pooled_best_scale_disagree_as_numpy_says():
+    """Rank 2 has one great and one terrible learning rate; rank 1 is mediocre at both.
+    Best-tuned: rank 2 wins (its good learning rate); pooled: rank 1 wins (rank 2's bad one
+    spoils its mean).  Checked against numpy written here, diverged seed left out."""
+    rng = np.random.default_rng(0)
+    risk = np.empty((2, 3, 2, 2))  # rank, seed, learning_rate, noise
+    risk[0] = 1.0 + 0.01 * rng.standard_normal((3, 2, 2))           # rank 1: ~1 at both lrs
+    risk[1, :, 0] = 0.2 + 0.01 * rng.standard_normal((3, 2))        # rank 2, lr 0: great
+    risk[1, :, 1] = 9.0 + 0.01 * rng.standard_normal((3, 2))        # rank 2, lr 1: terrible
+    risk[1, :, :, 1] += 2.0  # at the second noise level rank 2 is ~2.2 at best: rank 1 wins
+    diverged = np.zeros((2, 3, 2), bool)
+    diverged[1, 2, 0] = True  # one seed of the good lr diverged: left out
+    risk[1, 2, 0] = np.nan
+    ds = xr.Dataset(
+        {"eval_risk": (("rank", "seed", "learning_rate", "noise"), risk),
+         "diverged": (("rank", "seed", "learning_rate"), diverged),
+         "trivial_risk": ((), 5.0)},
+        coords={"rank": [1, 2], "seed": [0, 1, 2], "learning_rate": [0.01, 0.1],
+                "noise": [0.0, 1.0]}, attrs={"scale_axis": "rank"})
+    ok = ~diverged[..., None] & np.ones(risk.shape, bool)
+    seed_mean = np.array([[[risk[r, ok[r, :, l, v], l, v].mean() for v in range(2)]
+                           for l in range(2)] for r in range(2)])    # rank, lr, noise
+    tuned = seed_mean.min(axis=1)                                     # rank, noise
+    pooled = np.array([[risk[r, ..., v][ok[r, ..., v]].mean() for v in range(2)]
+                       for r in range(2)])
+    for table, tuning in ((tuned, "best"), (pooled, "pooled")):
+        want = np.array([0, 1, 2])[np.argmin(np.vstack([[5.0, 5.0], table]), axis=0)]
+        got = best_scale(ds, tuning=tuning)
+        np.testing.assert_array_equal(got.transpose("noise").values, want)
+        assert got.attrs["tuning"] == tuning
+    assert list(best_scale(ds).values) == [2, 1]  # the default is best-tuned
+    assert list(best_scale(ds, tuning="pooled").values) == [1, 1]
+    assert "best-tuned" in tuning_word(best_scale(ds)) and "pooled" in tuning_word("pooled")
+    with pytest.raises(ValueError, match="tuning"):
+        best_scale(ds, tuning="mean")
 
 
 def test_best_scale_is_nan_where_every_run_diverged():

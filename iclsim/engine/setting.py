@@ -11,8 +11,9 @@ engine owns, for every setting alike:
   in the result, small integer codes on disk), the ``diverged``/``present`` flags;
 * scattering per-run arrays onto the labelled grid and merging the oracle's
   variables on the same named axes (:func:`build_dataset`);
-* the simulated best scale (:func:`best_scale`), used by ``iclsim show``, the
-  figures and ``iclsim compare``;
+* the simulated best scale (:func:`best_scale`: each scale at its best-tuned learning rate
+  and init scale by default, or pooled over them), used by ``iclsim show``, the figures and
+  ``iclsim compare``;
 * the registry the CLI discovers settings from (:func:`register`, :func:`get_setting`).
 """
 
@@ -29,14 +30,20 @@ import numpy as np
 __all__ = [
     "Setting", "EvaluationSetting", "Runs", "Group", "axis_values", "build_groups", "pad_group", "eval_key",
     "window_loss", "build_dataset", "describe_run", "best_scale", "register", "get_setting",
-    "setting_names", "EVAL_KEY_SALT",
+    "setting_names", "EVAL_KEY_SALT", "TUNING_AXES", "TUNING_WORDS", "tuning_word",
 ]
 
 #: The evaluation PRNG key is ``fold_in(key(cfg.seed), EVAL_KEY_SALT)``: disjoint from the
 #: training keys (``fold_in(key(cfg.seed), seed)`` for seed < EVAL_KEY_SALT).
 EVAL_KEY_SALT = 1_000_003
-#: Run axes over which :func:`best_scale` pools runs (besides the diverged ones left out).
-POOLED_AXES = ("seed", "learning_rate", "init_scale")
+#: The tuning axes: :func:`best_scale` takes, per scale, the best value over them (default) or
+#: pools them with the seeds (``tuning="pooled"``).
+TUNING_AXES = ("learning_rate", "init_scale")
+#: Run axes over which ``best_scale(..., tuning="pooled")`` pools runs (diverged ones left out).
+POOLED_AXES = ("seed",) + TUNING_AXES
+#: The words that name each ``tuning`` of :func:`best_scale` in tables and figure footers.
+TUNING_WORDS = {"best": "best-tuned (min over learning rate × init scale of the seed mean)",
+                "pooled": "pooled (mean over seeds, learning rates and init scales)"}
 
 
 @runtime_checkable
@@ -343,23 +350,36 @@ def build_dataset(cfg, setting: Setting, merged: dict):
     return setting.aggregate(cfg, ds) if hasattr(setting, "aggregate") else ds
 
 
-def best_scale(ds, var: str = "eval_risk", *, zero_risk=None, pool=POOLED_AXES, **sel):
-    """The simulated best scale: argmin over {0} ∪ trained scales of the mean ``var``.
+def best_scale(ds, var: str = "eval_risk", *, zero_risk=None, tuning: str = "best", **sel):
+    """The simulated best scale: argmin over {0} ∪ trained scales of the scale's risk.
 
-    The mean is over the non-diverged runs pooled over ``pool`` (seeds and the
-    tuning axes learning rate and init scale); scale 0 is the trivial predictor
-    ŷ = 0 with risk ``zero_risk`` (default: the dataset's ``trivial_risk``).
-    ``sel`` fixes coordinates first.  Returns a float DataArray over the remaining
-    dims; NaN where no trained scale has a finite value (all diverged).
+    A scale's risk is, with ``tuning="best"`` (the default), the smallest over the tuning
+    axes (:data:`TUNING_AXES`: learning rate, init scale) of the mean ``var`` over seeds —
+    each size at its best-tuned hyperparameters, as a size with a narrow good learning-rate
+    band is tuned in practice; with ``tuning="pooled"``, the mean over all runs pooled over
+    seeds and the tuning axes (:data:`POOLED_AXES`).  Diverged runs are left out of every
+    mean; a tuning point whose seeds all diverged is left out of the minimum.  Scale 0 is
+    the trivial predictor ŷ = 0 with risk ``zero_risk`` (default: the dataset's
+    ``trivial_risk``).  ``sel`` fixes coordinates first.  Returns a float DataArray over the
+    remaining dims, its ``attrs["tuning"]`` the mode (:func:`tuning_word` gives the words
+    to print); NaN where no trained scale has a finite value (all diverged).
     This one function serves ``iclsim show``, the figures and ``iclsim compare``.
     """
     import xarray as xr
 
+    if tuning not in TUNING_WORDS:
+        raise ValueError(f"tuning: {tuning!r} is not allowed; choose one of "
+                         + ", ".join(map(repr, TUNING_WORDS)))
     scale = ds.attrs.get("scale_axis") or ("rank" if "rank" in ds.dims else "heads")
     values = ds[var].where(~ds["diverged"])
     if sel:
         values = values.sel(**{k: v for k, v in sel.items() if k in values.dims})
-    values = values.mean(dim=[d for d in pool if d in values.dims])
+    if tuning == "pooled":
+        values = values.mean(dim=[d for d in POOLED_AXES if d in values.dims])
+    else:
+        if "seed" in values.dims:
+            values = values.mean(dim="seed")  # NaN where every seed diverged
+        values = values.min(dim=[d for d in TUNING_AXES if d in values.dims])  # NaN skipped
     if zero_risk is None:
         zero_risk = float(ds["trivial_risk"]) if "trivial_risk" in ds else np.inf
     scales = np.concatenate([[0], ds[scale].values]).astype(float)
@@ -368,7 +388,15 @@ def best_scale(ds, var: str = "eval_risk", *, zero_risk=None, pool=POOLED_AXES, 
     stacked = np.concatenate([first.values[None], table.values], axis=0)
     best = scales[np.argmin(stacked, axis=0)]
     best = np.where(np.isfinite(values.transpose(scale, ...).values).any(axis=0), best, np.nan)
-    return xr.DataArray(best, dims=first.dims, coords=first.coords, name=f"best_{scale}_sim")
+    return xr.DataArray(best, dims=first.dims, coords=first.coords, name=f"best_{scale}_sim",
+                        attrs={"tuning": tuning})
+
+
+def tuning_word(best) -> str:
+    """The words for a :func:`best_scale` result (or a ``tuning`` name) in a table header or
+    a figure footer: ``"best-tuned (…)"`` or ``"pooled (…)"``."""
+    tuning = best if isinstance(best, str) else best.attrs.get("tuning", "best")
+    return TUNING_WORDS[tuning]
 
 
 _REGISTRY: dict[str, str] = {

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iclsim.engine.setting import best_scale
+from iclsim.engine.setting import best_scale, tuning_word
 from iclsim.plotting import add_footer, sweep_footer
 from iclsim.plotting import result_config as _config
 from iclsim.plotting import pyplot as _plt
@@ -61,7 +61,8 @@ def _n(ds) -> int:
 
 def _footer(ds) -> str:
     bits = [f"N = {_n(ds)}", f"lr = {float(ds.learning_rate.values[0]):g}",
-            f"init scale = {float(ds.init_scale.values[0]):g}", f"{ds.seed.size} seed(s)"]
+            f"init scale = {float(ds.init_scale.values[0]):g}", f"{ds.seed.size} seed(s)",
+            f"best m (sim): {tuning_word('best')}"]
     protocol = _config(ds).get("train", {}).get("protocol", "?")
     return sweep_footer(ds, bits, protocol)
 
@@ -84,7 +85,8 @@ def _sim(ds, **sel):
 
 
 def best_heads_sim(ds, dim, other_index=0):
-    """Simulated best m per level of ``dim`` (engine ``best_scale``: m = 0 has risk 1), at
+    """Simulated best m per level of ``dim`` (engine ``best_scale``, best-tuned over learning
+    rate and init scale: m = 0 has risk 1), at
     the first N and the ``other_index``-th level of the other noise; NaN where every run
     diverged."""
     other = "bit_flip" if dim == "label_flip" else "label_flip"
