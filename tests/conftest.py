@@ -75,7 +75,9 @@ def run_cli(*args, env=None, cache=None, kill_after_checkpoints=0, timeout=600):
 
 
 def result_folder(root) -> Path:
-    """The single result folder ``<root>/<name>-<config hash>/<code hash>/`` below ``root``."""
-    (config_folder,) = [p for p in Path(root).iterdir() if p.is_dir()]
+    """The single result folder ``<root>/<name>-<config hash>/<code hash>/`` below ``root``
+    (hidden folders such as ``.trained``, the trained parameters, are not results)."""
+    (config_folder,) = [p for p in Path(root).iterdir() if p.is_dir()
+                        and not p.name.startswith(".")]
     (code_folder,) = [p for p in config_folder.iterdir() if p.is_dir()]
     return code_folder

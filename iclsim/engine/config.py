@@ -7,6 +7,15 @@ unknown key, wrong type, value out of range — is a :class:`ConfigError` whose
 one-line message names the dotted key and what is allowed.  :func:`apply_overrides`
 applies ``key=value`` strings (the CLI's ``--set``), with values parsed as TOML
 and type-checked against the same schema.
+
+Keys and the config hash.  A result folder is keyed by :func:`config_hash`, a hash of
+every key that can change a stored number.  A field declared ``spec(..., key=False)``
+does not (presentation, the folder's name and place, how training is cut into
+checkpointed chunks) and is left out of the hash: :func:`unkeyed_keys` lists them, and
+``iclsim keys`` marks them.  A table whose class sets ``evaluation_only = True`` (the
+``[eval]`` table) holds keys that change only the evaluation of trained parameters:
+:func:`training_hash` leaves them out too, so the trained parameters are stored under a
+key of their own and reused when only evaluation keys change.
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ __all__ = [
     "apply_overrides",
     "to_dict",
     "config_hash",
+    "training_hash",
+    "unkeyed_keys",
+    "evaluation_keys",
+    "keyed_dict",
     "describe",
 ]
 
@@ -37,9 +50,14 @@ class ConfigError(ValueError):
     """A sweep file or override that does not fit the schema (one-line message)."""
 
 
-def spec(default, help: str, *, choices=None, lo=None, hi=None, min_len=None):
-    """A dataclass field with schema metadata (``default`` may be a tuple)."""
-    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "min_len": min_len}
+def spec(default, help: str, *, choices=None, lo=None, hi=None, min_len=None, key=True):
+    """A dataclass field with schema metadata (``default`` may be a tuple).
+
+    ``key=False`` declares that the value changes no stored number: it is left out of
+    :func:`config_hash` (a test must show that, see ``tests/test_config_keys.py``).
+    """
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "min_len": min_len,
+            "key": key}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -205,11 +223,73 @@ def to_dict(obj) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
-def config_hash(obj, *, exclude=("output_dir",)) -> str:
-    """Stable 12-hex-digit hash of the resolved config (fields in ``exclude`` ignored)."""
-    data = {k: v for k, v in to_dict(obj).items() if k not in exclude}
+def unkeyed_keys(cls, prefix: str = "") -> tuple[str, ...]:
+    """Dotted names of the keys of schema ``cls`` declared ``key=False`` (not in the hash)."""
+    hints = _type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if _is_dataclass_type(hints[f.name]):
+            out += unkeyed_keys(hints[f.name], key)
+        elif not f.metadata.get("key", True):
+            out.append(key)
+    return tuple(out)
+
+
+def evaluation_keys(cls, prefix: str = "") -> tuple[str, ...]:
+    """Dotted names of the keys of schema ``cls`` that change only the evaluation of
+    trained parameters (the fields of tables with ``evaluation_only = True``)."""
+    hints = _type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            if getattr(tp, "evaluation_only", False):
+                out += [f"{key}.{g.name}" for g in dataclasses.fields(tp)]
+            else:
+                out += evaluation_keys(tp, key)
+    return tuple(out)
+
+
+def _drop(data: dict, dotted) -> dict:
+    data = json.loads(json.dumps(data))
+    for name in dotted:
+        *parents, last = name.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return data
+
+
+def keyed_dict(obj, *, training: bool = False, cls=None) -> dict:
+    """The resolved config ``obj`` (a schema instance, or its :func:`to_dict` form with
+    ``cls`` given) without its ``key=False`` keys and, with ``training=True``, without its
+    evaluation keys: exactly what :func:`config_hash` (:func:`training_hash`) hashes."""
+    cls = type(obj) if cls is None else cls
+    data = obj if isinstance(obj, dict) else to_dict(obj)
+    dropped = unkeyed_keys(cls) + (evaluation_keys(cls) if training else ())
+    return _drop(data, dropped)
+
+
+def _hash(data: dict) -> str:
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def config_hash(obj, *, exclude=("output_dir",)) -> str:
+    """Stable 12-hex-digit hash of the resolved config: every key except those declared
+    ``key=False`` (:func:`unkeyed_keys`) and the top-level fields in ``exclude``."""
+    data = {k: v for k, v in keyed_dict(obj).items() if k not in exclude}
+    return _hash(data)
+
+
+def training_hash(obj) -> str:
+    """Stable 12-hex-digit hash of what training reads: :func:`config_hash`'s keys minus the
+    evaluation keys (:func:`evaluation_keys`).  The trained parameters are stored under it."""
+    return _hash({k: v for k, v in keyed_dict(obj, training=True).items() if k != "output_dir"})
 
 
 def toml_value(value) -> str:
@@ -244,8 +324,9 @@ def describe_markdown(cls, prefix: str = "") -> list[str]:
         meta = f.metadata
         allowed = "/".join(map(str, meta["choices"])) if meta.get("choices") else (
             _range(meta["lo"], meta.get("hi")) if meta.get("lo") is not None else "")
+        note = "" if meta.get("key", True) else " (not in the config hash)"
         rows.append(f"| `{key}` | {_type_name(tp)} | `{toml_value(_default(f))}` | {allowed} | "
-                    f"{meta.get('help', '')} |")
+                    f"{meta.get('help', '')}{note} |")
     out = []
     if rows:
         if prefix:
@@ -273,6 +354,8 @@ def describe(cls, prefix: str = "") -> list[str]:
             extra.append("one of " + "/".join(map(str, meta["choices"])))
         if meta.get("lo") is not None:
             extra.append(_range(meta["lo"], meta.get("hi")))
+        if not meta.get("key", True):
+            extra.append("not in the config hash")
         bits = ", ".join([_type_name(tp), f"default {toml_value(_default(f))}", *extra])
         lines.append(f"  {key} ({bits}): {meta.get('help', '')}")
     return lines
@@ -290,7 +373,8 @@ def replace(obj, **changes) -> Any:
 class FigureConfig:
     """The ``[figures]`` table of every sweep file."""
 
-    formats: tuple[str, ...] = spec(("png", "pdf"), "figure formats", choices=("png", "pdf", "svg"))
+    formats: tuple[str, ...] = spec(("png", "pdf"), "figure formats", choices=("png", "pdf", "svg"),
+                                    key=False)
 
 
 # ----------------------------------------------------------------- engine-owned common fields
@@ -303,7 +387,7 @@ class CommonTrain:
     """``[train]`` fields every setting has."""
 
     steps: int = spec(2000, "optimizer steps per run", lo=1, hi=10_000_000)
-    chunk_steps: int = spec(500, "steps per checkpointed chunk", lo=1)
+    chunk_steps: int = spec(500, "steps per checkpointed chunk", lo=1, key=False)
     schedule: str = spec("cosine", "learning-rate schedule", choices=("cosine", "constant"))
     final_lr_fraction: float = spec(0.01, "cosine decays to this fraction", lo=0.0, hi=1.0)
     loss_every: int = spec(10, "store the loss curve averaged over windows of this many steps",
@@ -337,7 +421,10 @@ def check_distinct(table, prefix: str = "axes") -> None:
 
 @dataclasses.dataclass(frozen=True)
 class CommonEval:
-    """``[eval]`` fields every setting has."""
+    """``[eval]`` fields every setting has.  The whole table is evaluation-only: training
+    never reads it (:func:`training_hash`)."""
+
+    evaluation_only: typing.ClassVar[bool] = True
 
     n_prompts: int = spec(16384, "held-out prompts per run and noise level", lo=2,
                           hi=1_000_000_000)
@@ -349,10 +436,10 @@ class CommonSweep:
     """Top-level fields every sweep file has."""
 
     name: str = spec("sweep", "sweep name (results go to <output_dir>/<name>-<config hash>/"
-                     "<code hash>/)")
+                     "<code hash>/)", key=False)
     setting: str = spec("linear", "which setting")
-    description: str = spec("", "free text, copied into the result")
-    output_dir: str = spec("results", "root folder of the results")
+    description: str = spec("", "free text, copied into the result", key=False)
+    output_dir: str = spec("results", "root folder of the results", key=False)
     seed: int = spec(0, "root PRNG seed", lo=0)
     precision: str = spec("float32", "matrix products: float32 (full precision, what the oracle "
                           "comparisons need) or fast (the backend default: TF32/bfloat16 passes "

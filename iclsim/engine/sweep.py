@@ -52,7 +52,7 @@ from jax.sharding import PartitionSpec as P
 import iclsim
 from iclsim.engine import provenance, store
 from iclsim.engine.precision import precision_scope
-from iclsim.engine.config import config_hash, to_dict
+from iclsim.engine.config import config_hash, keyed_dict, to_dict, training_hash
 from iclsim.engine.setting import (
     Group, Setting, build_dataset, build_groups, describe_run, evaluate_group, finalize_group,
     is_evaluation, pad_group,
@@ -61,7 +61,7 @@ from iclsim.engine.trainer import trace_count
 
 __all__ = [
     "Group", "Setting", "SweepOutcome", "run_sweep", "sweep_dir", "run_mesh", "pad_group",
-    "DivergedRunWarning", "CorruptCheckpointWarning",
+    "DivergedRunWarning", "CorruptCheckpointWarning", "trained_dir",
 ]
 
 
@@ -96,6 +96,14 @@ def sweep_dir(cfg) -> Path:
     """The config folder ``<output_dir>/<name>-<config hash>``; results live one level
     below it, in one folder per code version (``provenance.code_hash``)."""
     return Path(cfg.output_dir) / f"{cfg.name}-{config_hash(cfg)}"
+
+
+def trained_dir(cfg, code: str) -> Path:
+    """The folder of the trained parameters of ``cfg`` made by code ``code``:
+    ``<output_dir>/.trained/<training hash>/<code hash>/``.  The training hash leaves out
+    the evaluation keys (``[eval]``) and the ``key=False`` keys, so sweeps that differ only
+    in how they evaluate share one set of trained parameters (one file per group)."""
+    return Path(cfg.output_dir) / ".trained" / training_hash(cfg) / code
 
 
 def _git_commit() -> str:
@@ -335,11 +343,13 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
     resolved = to_dict(cfg)
     cfg_file = out / "config.json"
     if cfg_file.exists():
-        previous = json.loads(cfg_file.read_text())
-        if {k: v for k, v in previous.items() if k != "output_dir"} != {
-            k: v for k, v in resolved.items() if k != "output_dir"
-        }:
+        # compare what the hash covers; key=False keys (description, …) may differ
+        previous = keyed_dict(json.loads(cfg_file.read_text()), cls=type(cfg))
+        if previous != keyed_dict(cfg):
             raise RuntimeError(f"{cfg_file}: a different config is stored under this hash")
+        if pid == 0 and json.loads(cfg_file.read_text()) != resolved:
+            # the key=False keys of this leg (description, figure formats, …)
+            store.atomic_write_json(cfg_file, resolved)
     elif pid == 0:
         store.atomic_write_json(cfg_file, resolved)
         store.atomic_write_json(out / "provenance.json", {**record, "code_hash": code,
@@ -349,7 +359,10 @@ def _run_locked(cfg, setting, out: Path, record, code, stale_from, start, *, qui
     if is_evaluation(setting):
         finals_by_group, resumed = _evaluate_groups(cfg, setting, out, suffix, code, quiet)
     else:
-        finals_by_group, resumed = _train_groups(cfg, setting, out, suffix, code, quiet, devices)
+        # the trained parameters of the code that made this folder (the stale one's with
+        # --resume-stale: out.name is its code hash)
+        finals_by_group, resumed = _train_groups(cfg, setting, out, suffix, code, quiet,
+                                                 devices, train_code=out.name)
     return _finish(cfg, setting, out, suffix, code, record, resolved, stale_from, start,
                    traces_before, finals_by_group, resumed)
 
@@ -392,12 +405,19 @@ def _evaluate_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: boo
     return finals_by_group, resumed
 
 
-def _train_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool, devices):
-    """Train and assess every group of a trained setting (chunked, checkpointed, sharded)."""
+def _train_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool, devices,
+                  train_code: str | None = None):
+    """Train and assess every group of a trained setting (chunked, checkpointed, sharded).
+
+    The trained parameters of each group are stored under the training key
+    (:func:`trained_dir` of ``train_code``, the code that made ``out``); a group whose
+    parameters are there already (a sweep that differs only in evaluation keys) is only
+    evaluated."""
     mesh = run_mesh(devices)
     n_dev = mesh.devices.size
     groups = [pad_group(g, -(-len(g.run_id) // n_dev) * n_dev) for g in build_groups(cfg, setting)]
     resumed = False
+    trained = trained_dir(cfg, train_code or code)
     total = sum(int((g.run_id >= 0).sum()) * g.static.steps for g in groups)
     bar = _progress(total, quiet)
     finals_by_group = []
@@ -415,13 +435,32 @@ def _train_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool, 
         sizes = _chunks(steps, cfg.train.chunk_steps)
         rows = len(group.run_id)
         local = _local_slice(rows, mesh)
+        run_id = group.run_id[local]
+        keep = run_id >= 0
+        rows_kept = np.flatnonzero(keep) + local.start
+        params_file = trained / f"group-{group.index:03d}.{suffix}.npz"
+        trained_params = _load_trained(params_file, cfg, group, run_id[keep], mesh, setting) \
+            if params_file.exists() else None
+        if trained_params is not None:
+            # trained by a sweep that differs only in evaluation keys: evaluate, never retrain
+            params, loss_kept = trained_params
+            resumed = True
+            if bar is not None:
+                bar.update(valid * steps)
+            with _heartbeat(bar, f"group {gi + 1}/{len(groups)}: evaluating {int(keep.sum())} "
+                            "runs (trained parameters reused)"):
+                finals = finalize_group(cfg, setting, group, rows_kept, params, loss_kept)
+            store.save_checked(done_file, finals, {"code_hash": code})
+            finals_by_group.append(finals)
+            continue
         data = setting.data(cfg, group.static)
         root = jax.random.key(cfg.seed)
         keys_np = np.asarray(jax.random.key_data(jax.vmap(lambda s: jax.random.fold_in(root, s))(
             jnp.asarray(group.seed))))
         keys = jax.random.wrap_key_data(_global(mesh, keys_np[local], rows))
         hyper = {k: _global(mesh, np.asarray(v)[local], rows) for k, v in group.hyper.items()}
-        init_fn = _compiled(setting.trainer, group.static, sizes[0], mesh)[0]
+        first = sizes[0]  # the chunk length init/final are compiled with (cache key)
+        init_fn = _compiled(setting.trainer, group.static, first, mesh)[0]
         state = init_fn(keys, hyper, data)
         losses, done_chunks = [], 0
         loaded = _load_group_file(ckpt_file, f"checkpoint of group {group.index}") \
@@ -436,11 +475,16 @@ def _train_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool, 
                 ckpt_file.unlink(missing_ok=True)
             else:
                 state = restored
-                done_chunks = int(meta["chunks_done"])
+                # train.chunk_steps is not in the config hash: the checkpoint may have been
+                # cut into other chunks, so resume from the steps done (its loss columns)
+                steps_done = int(meta.get("steps_done", saved["loss"].shape[1]))
+                sizes = [steps_done] + _chunks(steps - steps_done, cfg.train.chunk_steps) \
+                    if steps_done < steps else [steps_done]
+                done_chunks = 1
                 losses = [saved["loss"]] if saved["loss"].size else []
                 resumed = True
                 if bar is not None:
-                    bar.update(valid * sum(sizes[:done_chunks]))
+                    bar.update(valid * steps_done)
         for ci in range(done_chunks, len(sizes)):
             if bar is not None:
                 bar.set_description(f"group {gi + 1}/{len(groups)} chunk {ci + 1}/{len(sizes)}")
@@ -449,16 +493,15 @@ def _train_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool, 
             losses.append(_local_rows(chunk_loss))
             payload = _flatten_state(state)
             payload["loss"] = np.concatenate(losses, axis=1)
-            store.save_checked(ckpt_file, payload, {"chunks_done": ci + 1, "code_hash": code})
+            store.save_checked(ckpt_file, payload, {"chunks_done": ci + 1, "code_hash": code,
+                                                    "steps_done": int(sum(sizes[:ci + 1]))})
             if bar is not None:
                 bar.update(valid * sizes[ci])
-        final_fn = _compiled(setting.trainer, group.static, sizes[0], mesh)[2]
+        final_fn = _compiled(setting.trainer, group.static, first, mesh)[2]
         params = jax.tree_util.tree_map(_local_rows, final_fn(state))
         loss = np.concatenate(losses, axis=1)
-        run_id = group.run_id[local]
-        keep = run_id >= 0
         params = jax.tree_util.tree_map(lambda a: a[keep], params)
-        rows_kept = np.flatnonzero(keep) + local.start
+        _save_trained(params_file, params, loss[keep], run_id[keep], train_code or code)
         with _heartbeat(bar, f"group {gi + 1}/{len(groups)}: evaluating {int(keep.sum())} runs"):
             finals = finalize_group(cfg, setting, group, rows_kept, params, loss[keep])
         store.save_checked(done_file, finals, {"code_hash": code})
@@ -468,6 +511,46 @@ def _train_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: bool, 
     if bar is not None:
         bar.close()
     return finals_by_group, resumed
+
+
+def _save_trained(path: Path, params, loss, run_id, code: str) -> None:
+    """Store the trained parameters (by pytree path) and raw loss of this process's valid
+    runs of one group, with their run ids (checked, atomic)."""
+    arrays = {"#run_id": np.asarray(run_id), "#loss": np.asarray(loss)}
+    for leaf_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        arrays[_key_name(leaf_path)] = np.asarray(leaf)
+    store.save_checked(path, arrays, {"code_hash": code})
+
+
+def _load_trained(path: Path, cfg, group, run_id, mesh, setting):
+    """(params, raw loss) of a group from :func:`_save_trained`, or None when the file is
+    corrupt (warned, removed) or holds other runs (other grouping or devices: retrained)."""
+    loaded = _load_group_file(path, f"trained parameters of group {group.index}")
+    if loaded is None:
+        return None
+    saved = loaded[0]
+    if not np.array_equal(saved.get("#run_id"), run_id):
+        return None
+    rows = len(group.run_id)
+    first = _chunks(group.static.steps, cfg.train.chunk_steps)[0]
+    init_fn, _, final_fn = _compiled(setting.trainer, group.static, first, mesh)
+    # the pytree of the parameters, traced not compiled (eval_shape)
+    keys = jax.random.split(jax.random.key(0), rows)
+    hyper = {k: np.asarray(v) for k, v in group.hyper.items()}
+    data = setting.data(cfg, group.static)
+    template = jax.eval_shape(lambda k, h, d: final_fn(init_fn(k, h, d)), keys, hyper, data)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for leaf_path, leaf in flat:
+        arr = saved.get(_key_name(leaf_path))
+        if arr is None or arr.shape[1:] != tuple(leaf.shape[1:]) or arr.dtype != leaf.dtype \
+                or arr.shape[0] != len(run_id):
+            warnings.warn(f"{path}: parameter {_key_name(leaf_path)} is missing or of another "
+                          "shape/dtype; the group is retrained", CorruptCheckpointWarning,
+                          stacklevel=3)
+            return None
+        leaves.append(arr)
+    return jax.tree_util.tree_unflatten(treedef, leaves), saved["#loss"]
 
 
 def _finish(cfg, setting, out: Path, suffix: str, code: str, record, resolved, stale_from,
@@ -493,6 +576,7 @@ def _finish(cfg, setting, out: Path, suffix: str, code: str, record, resolved, s
         "setting": setting.name,
         "config": json.dumps(resolved, sort_keys=True),
         "config_hash": config_hash(cfg),
+        "training_hash": training_hash(cfg) if not is_evaluation(setting) else "",
         "code_hash": code,
         "provenance": json.dumps(record, sort_keys=True),
         "iclsim_version": iclsim.__version__,
