@@ -260,3 +260,52 @@ def test_keys_command_marks_the_unkeyed_keys(capsys):
     lines = capsys.readouterr().out.splitlines()
     marked = {line.split()[0] for line in lines if "not in the config hash" in line}
     assert marked == UNKEYED
+
+
+TRANSFORMER_TINY = """
+name = "tiny_transformer"
+setting = "transformer"
+[spectrum]
+values = [1.0, 0.25]
+[model]
+heads = [1]
+width = [8]
+layers = [1]
+head_dim = 2
+mlp_ratio = 2
+[train]
+steps = 24
+chunk_steps = 24
+warmup_steps = 4
+batch = 16
+loss_every = 4
+[axes]
+size = [1]
+seeds = 2
+learning_rate = [0.01]
+n_context = [6]
+[eval]
+label_noise = [0.0, 1.0]
+n_prompts = 64
+batch = 32
+ridge_lambda = [1.0]
+[figures]
+formats = []
+"""
+
+
+@pytest.mark.slow  # two transformer compilations (~1 min on 2 busy cores)
+def test_transformer_chunk_steps_gives_bitwise_the_same_numbers(tmp_path):
+    """The same evidence for the transformer setting (which inherits the engine's
+    train.chunk_steps, key=False): one chunk of 24 steps vs 5+5+5+5+4."""
+    import tomllib
+
+    from iclsim.engine.config import apply_overrides, parse
+    from iclsim.transformer.sweep import TRANSFORMER, TransformerSweepConfig
+
+    def run(root, chunk):
+        raw = apply_overrides(tomllib.loads(TRANSFORMER_TINY),
+                              [f"output_dir='{root}'", f"train.chunk_steps={chunk}"])
+        return run_sweep(parse(TransformerSweepConfig, raw), TRANSFORMER, quiet=True).dataset
+
+    _assert_bitwise(run(tmp_path / "a", 24), run(tmp_path / "b", 5))
