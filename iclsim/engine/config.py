@@ -282,7 +282,7 @@ def _hash(data: dict) -> str:
 def config_hash(obj, *, exclude=("output_dir",)) -> str:
     """Stable 12-hex-digit hash of the resolved config: every key except those declared
     ``key=False`` (:func:`unkeyed_keys`) and the top-level fields in ``exclude``."""
-    data = {k: v for k, v in keyed_dict(obj).items() if k not in exclude and k != "axes"}
+    data = {k: v for k, v in keyed_dict(obj).items() if k not in exclude}
     return _hash(data)
 
 
