@@ -556,6 +556,12 @@ def summary(ds) -> str:
         if unresolved:
             lines.append("")
     lines += V.summary_lines(parts)
+    n_div, n_runs = int(ds["diverged"].sum()), int(ds["diverged"].size)
+    if n_div:
+        lines.append("all diverged: every run had a non-finite loss; nothing to compare"
+                     if n_div == n_runs else
+                     f"diverged: {n_div}/{n_runs} run(s) (non-finite loss), left out of every "
+                     "mean and decision")
     if not exact:
         lines.append(ds.attrs.get("eval_method_note", "eval_risk is Monte Carlo"))
     attrs = ds.attrs
