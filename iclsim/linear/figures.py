@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iclsim.engine.setting import best_scale
+from iclsim.engine.setting import best_scale, tuning_word
 from iclsim.plotting import add_footer, sweep_footer
 from iclsim.plotting import result_config as _config
 from iclsim.plotting import pyplot as _plt
@@ -79,7 +79,8 @@ def _sim(ds, var, **sel):
 def _footer(ds) -> str:
     sel = {k: float(ds[k].values[0]) for k in ("learning_rate", "init_scale", "train_label_noise")}
     bits = [f"lr = {sel['learning_rate']:g}", f"init scale = {sel['init_scale']:g}",
-            f"σ₀² = {sel['train_label_noise']:g}", f"{ds.seed.size} seed(s)"]
+            f"σ₀² = {sel['train_label_noise']:g}", f"{ds.seed.size} seed(s)",
+            f"simulated best rank: {tuning_word('best')}"]
     parametrization = _config(ds).get("model", {}).get("parametrization", "?")
     return sweep_footer(ds, bits, parametrization)
 
