@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lsa_reference import lsa_ladder  # noqa: E402
+
 from iclsim.engine.config import apply_overrides, config_hash, parse
 from iclsim.engine.sweep import run_sweep
 from iclsim.linear import oracle
@@ -136,22 +138,6 @@ TINY = textwrap.dedent(
 )
 
 
-def _lsa_ladder(lam, n, label_noise, input_noise):
-    """(σ² levels, d + 1): R_r(σ², σ_x²) of the rank-r LSA optimum for a diagonal spectrum λ,
-    written here from Theorem B's (B) in docs/theory/linear.md (independent of the oracle):
-    R_r = t + Σ_{i≤r} Δ_i, Δ_i = γ_i² λ_i (((N+1)/N) λ_i² + ((t + σ²)/N)(λ_i + σ_x²)) − 2 γ_i λ_i²,
-    γ_i = N / ((N+1) λ_i + t), t = Σ λ_i."""
-    lam = np.sort(np.asarray(lam, float))[::-1]
-    t = lam.sum()
-    g = n / ((n + 1) * lam + t)
-    rows = []
-    for s2 in np.atleast_1d(label_noise):
-        delta = g**2 * lam * ((n + 1) / n * lam**2 + (t + s2) / n * (lam + input_noise)) \
-            - 2 * g * lam**2
-        rows.append(t + np.concatenate([[0.0], np.cumsum(delta)]))
-    return np.array(rows)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("transformer_input_noise")
@@ -170,7 +156,7 @@ def test_tiny_sweep_with_input_noise(tiny):
     # The stored ladder is (B) on the same (σ², σ_x²) grid, written in this test (not the
     # oracle that produced it), and r* is its smallest argmin over r.
     for u in cfg.eval.input_noise:
-        want = _lsa_ladder([1.0, 0.25], 8, cfg.eval.label_noise, u)
+        want = lsa_ladder([1.0, 0.25], 8, cfg.eval.label_noise, u)
         np.testing.assert_allclose(
             ds["ladder_risk"].sel(input_noise=u).squeeze().transpose("label_noise", "rank_all"),
             want, rtol=1e-12)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from lsa_reference import lsa_ladder  # noqa: E402
+
 from iclsim.engine import setting as engine_setting
 from iclsim.engine.config import ConfigError, apply_overrides, parse
 from iclsim.engine.setting import Setting
@@ -140,22 +142,6 @@ def test_config_errors_name_the_key(override, match):
         parse(TransformerSweepConfig, {"name": "x", "setting": "transformer", **override})
 
 
-def _lsa_ladder(lam, n, label_noise, input_noise):
-    """(σ² levels, d + 1): R_r(σ², σ_x²) of the rank-r LSA optimum for a diagonal spectrum λ,
-    written here from Theorem B's (B) in docs/theory/linear.md (independent of the oracle):
-    R_r = t + Σ_{i≤r} Δ_i, Δ_i = γ_i² λ_i (((N+1)/N) λ_i² + ((t + σ²)/N)(λ_i + σ_x²)) − 2 γ_i λ_i²,
-    γ_i = N / ((N+1) λ_i + t), t = Σ λ_i."""
-    lam = np.sort(np.asarray(lam, float))[::-1]
-    t = lam.sum()
-    g = n / ((n + 1) * lam + t)
-    rows = []
-    for s2 in np.atleast_1d(label_noise):
-        delta = g**2 * lam * ((n + 1) / n * lam**2 + (t + s2) / n * (lam + input_noise)) \
-            - 2 * g * lam**2
-        rows.append(t + np.concatenate([[0.0], np.cumsum(delta)]))
-    return np.array(rows)
-
-
 TINY = textwrap.dedent(
     """
     name = "tiny_transformer"
@@ -222,7 +208,7 @@ def test_tiny_sweep_end_to_end(tiny):
     assert (ds["bayes_gap"].sel(learning_rate=0.01) > 0).all()
     # The stored ladder is (B) with σ_x² = 0, recomputed here; each trained run's effective rank
     # is the argmin over r of χ²_r = Σ_k ((risk_k − L_r(σ²_k)) / se_k)², recomputed in numpy.
-    ladder = _lsa_ladder([1.0, 0.25], 8, cfg.eval.label_noise, 0.0)
+    ladder = lsa_ladder([1.0, 0.25], 8, cfg.eval.label_noise, 0.0)
     np.testing.assert_allclose(
         ds["ladder_risk"].squeeze().transpose("label_noise", "rank_all"), ladder, rtol=1e-12)
     cell = ds.sel(learning_rate=0.01).squeeze()
