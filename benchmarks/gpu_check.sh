@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue #11): one prepared script for a short slot on one accelerator.
+# GPU check: one prepared script for a short slot on one accelerator.
 #
 #   bash benchmarks/gpu_check.sh            # ~5 min on one H100/H200-class GPU
 #   bash benchmarks/gpu_check.sh --quick    # smaller sizes (smoke run; also what runs on a CPU)
@@ -17,7 +17,7 @@
 #      floor, the context-length series N = 16..1024, the run-count scan R = 1024, 4096,
 #      16384 with the projected time of 10,000 runs × 10,000 steps, threefry vs rbg;
 #   3. the README's main job end to end (iclsim run sweeps/quickstart.toml);
-#   4. the tests of issue #11 (tests/test_precision.py, tests/test_statistic_sampler.py).
+#   4. the precision and sampler tests (tests/test_precision.py, tests/test_statistic_sampler.py).
 # Everything it prints also goes to $OUT/gpu_check.txt ($OUT if set, else
 # benchmarks/gpu_check_out/).  XLA_PYTHON_CLIENT_PREALLOCATE=false throughout.
 
@@ -210,7 +210,7 @@ stage "README main job (iclsim run sweeps/quickstart.toml)" 90 \
   "$PY" -m iclsim.cli run "$ROOT/sweeps/quickstart.toml" --out "$OUTDIR/quickstart" --quiet
 
 # ------------------------------------------------------------------ 4. tests
-stage "tests of issue #11" 90 \
+stage "precision and sampler tests" 90 \
   "$PY" -m pytest -q -x -p no:cacheprovider "$ROOT/tests/test_precision.py" \
   "$ROOT/tests/test_statistic_sampler.py"
 

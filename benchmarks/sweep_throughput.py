@@ -52,7 +52,7 @@ What the numbers mean
 
 The target for the product is (a) ≥ 10× over (c) and ≥ 3× over (b).
 
-Sufficient-statistic sampler (issue #11)
+Sufficient-statistic sampler
 ----------------------------------------
 (e) ``vmap sweep, statistic``: (a) with its prompts drawn by
     ``iclsim.linear.data.sample_statistic`` (h = (1/N) Σ y_i x_i, one χ²_N and
