@@ -209,7 +209,7 @@ class LanguageModel(TextReader):
         self._check_continuations(continuations)
         if prefix is None:
             prefix = self.prefix("", cache=False)
-        seqs = [[self.sequence(prefix.text + q, c) for c in continuations] for q in queries]
+        seqs = self.scored_sequences(prefix, queries, continuations)
         result = np.empty((len(queries), len(continuations)), dtype=np.float64)
         flat = [s for row in seqs for s in row]
         # C: tokens every sequence shares with the prefix's own ids, less one so that every
