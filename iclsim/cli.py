@@ -1,7 +1,8 @@
 """The ``iclsim`` command: run sweeps, show and plot stored results.
 
     iclsim run SWEEP.toml [--set key=value ...] [--out DIR] [--quiet] [--resume-stale]
-               [--distributed] [--check]
+               [--distributed [--coordinator HOST:PORT --num-processes N --process-id I]]
+               [--check]
     iclsim show RESULTS... [--check]
     iclsim plot RESULTS... [--out DIR] [--format png --format pdf]
     iclsim keys [SETTING]
@@ -48,23 +49,55 @@ def load_config(path, overrides=()):
     return setting, parse(setting.config_class, raw)
 
 
+def _distributed_setup(args):
+    """The multi-host set-up of ``run`` (None without --distributed), checked before anything
+    is read or written (:mod:`iclsim.engine.distributed`)."""
+    from iclsim.engine import distributed
+
+    given = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+             "--process-id": args.process_id}
+    if not args.distributed:
+        stray = [flag for flag, value in given.items() if value is not None]
+        if stray:
+            raise ConfigError(f"{stray[0]}: only with --distributed (a multi-host run); add "
+                              "--distributed or leave it out")
+        return None
+    return distributed.resolve(args.coordinator, args.num_processes, args.process_id)
+
+
 def _cmd_run(args) -> int:
+    setup = _distributed_setup(args)
     overrides = list(args.set)
     if args.out:
         overrides.append(f"output_dir={json.dumps(str(args.out))}")
     setting, cfg = load_config(args.sweep, overrides)
     _check_writable(cfg.output_dir, "output_dir")
-    if args.distributed:
-        import jax
+    if setup is not None:
+        from iclsim.engine import distributed
 
-        jax.distributed.initialize()
+        distributed.initialize(setup=setup)
     from iclsim.engine.sweep import run_sweep
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         outcome = run_sweep(cfg, setting, quiet=args.quiet, resume_stale=args.resume_stale)
-    print(setting.summary(outcome.dataset))
-    print(f"\nresult:  {outcome.path / 'result.nc'}")
+    result = outcome.path / "result.nc"
+    if setup is not None:
+        from iclsim.engine import distributed
+
+        outcome, missing = distributed.merged_outcome(outcome, setting, cfg.figures.formats)
+        result = outcome.path / f"result.p{setup.process_id}.nc"
+        if missing:
+            print(f"result:  {result} (this host's shard; {len(missing)} other shard(s) not "
+                  f"visible here: copy every host's result.p*.nc into one folder and run "
+                  f"'iclsim show FOLDER')")
+            return 0
+        print(setting.summary(outcome.dataset))
+        print(f"\nresult:  {result} (this host's shard; the summary above is of all "
+              f"{setup.num_processes} shards, as 'iclsim show {outcome.path}' reads them)")
+    else:
+        print(setting.summary(outcome.dataset))
+        print(f"\nresult:  {result}")
     for path in outcome.figures:
         print(f"figure:  {path}")
     if outcome.figure_error:
@@ -251,8 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "iclsim code (recorded in the result as resumed_stale_from); by "
                           "default a change of code starts a fresh folder")
     run.add_argument("--distributed", action="store_true",
-                     help="call jax.distributed.initialize() first (multi-host; each host runs "
-                          "this same command and writes its own shard)")
+                     help="multi-host: every process runs this same command, holds the runs "
+                          "of its own devices and writes its own shard (result.p<I>.nc); "
+                          "the processes meet through jax.distributed, set up by the three "
+                          "flags below, else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                          "JAX_PROCESS_ID, else a cluster JAX detects (SLURM, Open MPI, ...)")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="with --distributed: address of process 0 and a free port on it, "
+                          "the same on every process")
+    run.add_argument("--num-processes", metavar="N",
+                     help="with --distributed: number of processes (>= 1)")
+    run.add_argument("--process-id", metavar="I",
+                     help="with --distributed: this process, 0..N-1 (0 hosts the coordinator)")
     run.set_defaults(func=_cmd_run)
     show = sub.add_parser("show", help="print the summary table of a stored result",
                           description="Print the summary table of a stored result.")
