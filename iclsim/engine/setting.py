@@ -413,6 +413,13 @@ def register(name: str, target: str) -> None:
 
 
 def setting_names() -> tuple[str, ...]:
+    """The names of the registered settings (``linear``, ``parity``, …), in registration order.
+
+    Returns
+    -------
+    tuple of str
+        The names :func:`get_setting` accepts (the ``setting`` key of a sweep file).
+    """
     return tuple(_REGISTRY)
 
 

@@ -77,6 +77,16 @@ def _atomic(path, writer, suffix=""):
 
 
 def atomic_write_bytes(path, data: bytes):
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync'd,
+    then renamed over ``path`` (and the folder fsync'd), so a reader sees the old file or the
+    whole new one, never a part.  Creates missing parent folders.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+
     def writer(tmp):
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -85,10 +95,24 @@ def atomic_write_bytes(path, data: bytes):
 
 
 def atomic_write_text(path, text: str):
+    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     return atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path, obj):
+    """:func:`atomic_write_text` of ``obj`` as JSON (indent 2, sorted keys, final newline).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
@@ -103,6 +127,13 @@ def save_npz(path, arrays: dict):
 
 
 def load_npz(path) -> dict:
+    """Read an ``.npz`` written by :func:`save_npz` (no pickles).
+
+    Returns
+    -------
+    dict
+        Name → numpy array, read fully into memory (the file is closed on return).
+    """
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 

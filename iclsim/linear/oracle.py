@@ -10,6 +10,12 @@ independent reference that trained models are checked against.
 
 Notation: ``λ₁ ≥ … ≥ λ_d > 0`` and ``U`` are the eigen-decomposition of Λ,
 ``t = tr Λ``, ``N = n_context``.
+
+Argument order, the same in every function: the problem ``(cov, n_context)`` comes in
+this order; a function that *evaluates* a given predictor takes it first
+(``population_risk(gamma, cov, n_context)``), a function that *builds* the optimum of a
+rank budget takes the rank after the problem (``optimal_gamma(cov, n_context, rank)``,
+``optimal_risk(cov, n_context, rank)``); noise levels and options are keyword-only.
 """
 
 from __future__ import annotations
@@ -63,7 +69,11 @@ class BestRank(NamedTuple):
 def eigh_descending(cov) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues in decreasing order and the matching orthonormal eigenvectors.
 
-    Returns ``(lam, U)`` with ``cov = U diag(lam) Uᵀ`` and ``lam[0] >= lam[1] >= …``.
+    Returns
+    -------
+    (lam, U) : ((d,) float64 array, (d, d) float64 array)
+        ``cov = U diag(lam) Uᵀ`` with ``lam[0] >= lam[1] >= …``; column i of ``U`` is the
+        eigenvector of ``lam[i]``.
     """
     cov = check_covariance(cov)
     lam, vec = np.linalg.eigh(cov)
@@ -77,7 +87,12 @@ def _check_n_context(n_context) -> int:
 def optimal_gamma_diagonal(lam, n_context: int, rank: int, *, pretrain_label_noise=0.0):
     """γ_i = N / ((N+1) λ_i + t + σ₀²) for i <= r, 0 beyond (Theorem A, B(d)).
 
-    ``lam`` must be sorted in decreasing order.
+    ``lam`` must be sorted in decreasing order; σ₀² is ``pretrain_label_noise``.
+
+    Returns
+    -------
+    (d,) float64 array
+        The eigenvalues γ_1..γ_d of Γ_r in the eigenbasis of Λ (zero beyond the rank).
     """
     lam = np.asarray(lam, dtype=float)
     n = float(n_context)
@@ -116,7 +131,8 @@ def optimal_gamma(cov, n_context, rank, *, pretrain_label_noise=0.0, on_tie="rai
 
     Returns
     -------
-    (d, d) float64 array Γ_r.
+    (d, d) float64 array
+        Γ_r, symmetric.
     """
     cov = check_covariance(cov)
     d = cov.shape[0]
@@ -166,6 +182,11 @@ def population_risk(gamma, cov, n_context, *, label_noise=0.0, input_noise=0.0, 
     label_noise : float >= 0, σ².
     input_noise : float >= 0, σ_x².
     task : optional (d,) array w; if given, the risk for that fixed task.
+
+    Returns
+    -------
+    float
+        The exact risk R(Γ) (or R(Γ; w) for a fixed ``task``); no sampling error.
     """
     cov = check_covariance(cov)
     d = cov.shape[0]
@@ -219,6 +240,12 @@ def optimal_risk(
     ``L_r + σ_x² t Σ_{i≤r} N λ_i / ((N+1) λ_i + t)²``; σ₀² = σ², Theorem B(d)
     (the query target is clean: add σ₀² for a noisy target).
     Ties at the rank boundary do not matter here (the risk is unique).
+
+    Returns
+    -------
+    float
+        R_r, the risk of Γ_r on prompts with context label noise σ² = ``label_noise`` and
+        input noise σ_x² = ``input_noise`` (L_r when both are 0).
     """
     cov = check_covariance(cov)
     d = cov.shape[0]
@@ -240,6 +267,12 @@ def optimal_risks(cov, n_context, *, label_noise=0.0, input_noise=0.0, pretrain_
 
     ``label_noise`` and ``input_noise`` may be arrays (broadcast together); the
     result then has shape ``broadcast_shape + (d + 1,)``.
+
+    Returns
+    -------
+    (d + 1,) float64 array (or ``broadcast_shape + (d + 1,)``)
+        Entry r is ``optimal_risk(cov, n_context, r, ...)``; entry 0 is ``t = tr Λ`` (the
+        risk of ŷ = 0).
     """
     cov = check_covariance(cov)
     n = float(_check_n_context(n_context))
@@ -262,6 +295,12 @@ def noise_sensitivity(cov, n_context):
 
     The slope of the rank-r optimum's risk in the label-noise variance σ²
     (Theorem B(a)); strictly increasing in r.
+
+    Returns
+    -------
+    (d + 1,) float64 array
+        ``[S_0, …, S_d]`` with S_0 = 0, so that ``L_r + σ² S_r`` is the rank-r risk under
+        label noise σ².
     """
     lam, _ = eigh_descending(cov)
     n = float(_check_n_context(n_context))
@@ -283,6 +322,12 @@ def best_rank(cov, n_context, *, label_noise=0.0, input_noise=0.0) -> BestRank:
 
     which is ``(N+1) λ_i + t`` at σ_x² = 0.  When τ is decreasing in i (always
     at σ_x² = 0, since λ is sorted), ``r* = #{i : τ_i > σ²}``.
+
+    Returns
+    -------
+    BestRank
+        ``(rank, thresholds)``: ``rank`` is r* (int in 0..d), ``thresholds`` the (d,) float64
+        array τ_1..τ_d.
     """
     cov = check_covariance(cov)
     n = _check_n_context(n_context)

@@ -302,27 +302,53 @@ def linear_trainer(static: TrainStatic):
 
 @dataclass
 class LinearTrainResult:
-    """Per-run results of :func:`train` (runs are rank-major: run = i_rank·seeds + seed)."""
+    """Per-run results of :func:`train` (runs are rank-major: run = i_rank·seeds + seed).
+
+    Every per-run array has a leading axis of length ``runs = len(ranks)·seeds``.  Two risks
+    are kept: ``risk`` is what the verdict uses (exact where it can be), ``test_risk`` is an
+    independent Monte Carlo estimate on fresh prompts for every parametrisation, so that the
+    two can be compared.  The theory is in ``docs/theory/linear.md``.
+    """
 
     rank: np.ndarray
+    """(runs,) int: the rank budget r of each run (rank-major: each rank repeated ``seeds``
+    times)."""
     seed: np.ndarray
+    """(runs,) int: the seed index 0..seeds−1 of each run (its training key is
+    ``fold_in(key, seed)``)."""
     params: Any
+    """The trained parameters, a pytree whose leaves have a leading run axis (see
+    :mod:`iclsim.linear.model`: ``params["weights"]`` and the rank mask)."""
     gamma: np.ndarray
     """(runs, d, d) effective Γ of each trained model (float64)."""
     loss: np.ndarray
-    """(runs, steps) training loss per step (exact risk in population mode)."""
+    """(runs, steps) training loss per step (exact risk in population mode, the minibatch
+    loss in Monte Carlo mode)."""
     risk: np.ndarray
-    """(runs,) final risk: exact population risk of Γ (reduced/block) or MC test risk (full)."""
+    """(runs,) final risk on the training distribution, the one the verdict uses: the exact
+    population risk :func:`iclsim.linear.oracle.population_risk` of ``gamma`` for the reduced
+    and block parametrisations (no sampling error), the Monte Carlo ``test_risk`` for the full
+    LSA (whose prediction is not of the form x_qᵀ Γ h alone).  NaN for a diverged run."""
     risk_se: np.ndarray
     """(runs,) standard error of ``risk`` (0 where exact)."""
     test_risk: np.ndarray
-    """(runs,) Monte Carlo risk on fresh clean prompts."""
+    """(runs,) Monte Carlo risk E[(ŷ − y_q)²] on ``eval_prompts`` fresh prompts drawn with the
+    evaluation key from the training distribution (context label noise σ₀² =
+    ``train_label_noise``, clean query), whatever the parametrisation: the sampled
+    cross-check of ``risk``."""
     test_se: np.ndarray
+    """(runs,) standard error of ``test_risk`` (sample standard deviation of the squared
+    errors / √eval_prompts)."""
     gamma_error: np.ndarray
-    """(runs,) ‖Γ − Γ_r‖_F / ‖Γ_r‖_F (NaN where Γ_r is not unique)."""
+    """(runs,) ‖Γ − Γ_r‖_F / ‖Γ_r‖_F: the relative Frobenius distance of the trained Γ from
+    the closed-form optimum Γ_r of its rank (Theorem A; B(d) with the training noise), i.e.
+    whether training found *the* optimum, not only its risk.  NaN where Γ_r is not unique
+    (λ_r = λ_{r+1})."""
     optimal_risks: np.ndarray
-    """(d+1,) L_0..L_d for the training distribution."""
+    """(d+1,) L_0..L_d for the training distribution (the ladder of the verdicts)."""
     verdict: list
+    """(runs,) str, from :func:`classify_runs`: ``optimum_reached``, ``stuck_at_rank_k``,
+    ``not_converged`` or ``diverged``."""
     stuck_rank: np.ndarray
     """(runs,) k for ``stuck_at_rank_k`` verdicts, else -1."""
     grad_rel: np.ndarray
@@ -330,8 +356,13 @@ class LinearTrainResult:
     converged: np.ndarray
     """(runs,) ``grad_rel <= converged_tolerance`` (population mode: else ``not_converged``)."""
     static: TrainStatic
+    """The shape-fixing settings of the compiled program (mode, parametrisation, steps,
+    batch, sampler, …): :class:`TrainStatic`."""
     wall_time: float
+    """Seconds spent training (compile included, assessment excluded)."""
     hyper: dict = field(default_factory=dict)
+    """The scalar hyperparameters shared by all runs: ``learning_rate``, ``init_scale``,
+    ``train_label_noise``."""
 
     def summary_rows(self):
         """One dict per rank: L_r, mean trained risk, mean/max Γ error, verdict counts."""

@@ -47,7 +47,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from iclsim.llm.errors import LLMError
 
-__all__ = ["Prefix", "ScoredSequence", "TextReader", "LanguageModel", "load", "reader", "tiny_llama"]
+__all__ = ["Prefix", "ScoredSequence", "TextReader", "LanguageModel", "load", "tiny_llama"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _common_prefix(a, b) -> int:
 
 class TextReader:
     """A tokenizer as the model reads text, and the model's limits (no weights needed):
-    what :func:`reader` returns and what :class:`LanguageModel` builds on."""
+    what :class:`LanguageModel` builds on."""
 
     def __init__(self, tokenizer, config, *, name: str):
         self.tokenizer = tokenizer

@@ -150,6 +150,13 @@ def library_versions() -> dict[str, str]:
 
 
 def converted_root() -> Path:
+    """The folder that holds the converted (Hugging Face format) copies of GGUF models.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<cache folder>/converted``; one sub-folder per :func:`converted_key`.
+    """
     return _cache_dir() / "converted"
 
 

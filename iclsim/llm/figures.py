@@ -197,6 +197,16 @@ def accuracy_vs_input_noise(ds, out_dir, formats) -> list[Path]:
 
 
 def draw_all(ds, out_dir: Path, formats) -> list[Path]:
+    """Every figure of a real-language-model sweep result ``ds``: accuracy vs the flipped
+    fraction per model, the sensitivity (accuracy drop) vs model size when the result has
+    one, and accuracy vs input noise when it has two or more input-noise levels
+    (``docs/llm.md``).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written under ``out_dir``, one per figure and format in ``formats``.
+    """
     out = []
     for draw in (accuracy_vs_flip, sensitivity, accuracy_vs_input_noise):
         out += draw(ds, out_dir, formats)

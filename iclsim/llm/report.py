@@ -21,6 +21,13 @@ __all__ = ["summary", "size_comparison", "verdict", "Comparison", "params_text"]
 
 
 def params_text(n: int) -> str:
+    """A parameter count as people write it: ``"135M"``, ``"1.54B"``.
+
+    Returns
+    -------
+    str
+        Millions below 10⁹, billions (two decimals) above; ``"?"`` for an unknown count.
+    """
     if n is None or n < 0:
         return "?"
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
@@ -137,6 +144,16 @@ def power_text(cmp: Comparison, n_tasks: int, n_queries: int, level: float) -> s
 
 
 def summary(ds) -> str:
+    """The table that ``iclsim run`` / ``iclsim show`` print for a real-LM sweep result ``ds``:
+    accuracy with its interval per model, task and flipped fraction, the sensitivity, and the
+    claim's verdict (the larger model is more sensitive to flipped labels) per condition, with
+    the power of each comparison (``docs/llm.md``).
+
+    Returns
+    -------
+    str
+        The table, lines joined by newlines.
+    """
     level = float(ds.attrs.get("confidence", 0.95))
     flips = [float(p) for p in ds["label_flip"].values]
     show = flips if len(flips) <= 5 else sorted({flips[0], flips[-1], *(

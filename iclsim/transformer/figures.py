@@ -257,6 +257,15 @@ def risk_vs_input_noise(ds, out_dir, formats):
 
 
 def draw_all(ds, out_dir, formats) -> list:
+    """Every figure of a transformer sweep result ``ds``: risk vs label noise per size, the
+    best size per noise level, the effective rank, the training curves, and risk vs input
+    noise when the sweep has more than one input-noise level (``docs/transformer.md``).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written under ``out_dir``, one per figure and format in ``formats``.
+    """
     paths = []
     draws = [risk_vs_noise, best_size_figure, effective_rank_figure, training_curves]
     if "input_noise" in ds.dims and ds["input_noise"].size > 1:

@@ -88,6 +88,16 @@ def draw_eval(key, factor, n_context: int, batch: int):
 
 
 def noisy_labels(prompts, eps, label_noise):
+    """The context labels as shown at label-noise level σ²: ``y + σ ε``.
+
+    ``eps`` is the standard-normal draw of :func:`draw_eval`, shared by every σ², so that
+    the levels of a sweep differ only in σ (common random numbers).
+
+    Returns
+    -------
+    jax.Array
+        The noisy labels, of the shape and dtype of ``prompts.y``.
+    """
     return prompts.y + jnp.sqrt(jnp.asarray(label_noise, prompts.y.dtype)) * eps
 
 
