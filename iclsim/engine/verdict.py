@@ -135,7 +135,7 @@ def best_scale_part(claim_at: str, scales, theory, runs, *, scale_name: str, met
     (S, seeds): the exact risk of each trained run at this level (NaN: diverged; the row of
     scale 0 is its exact risk, repeated).  s* is the smallest minimiser of ``theory`` over
     ``scales``; the runner-up the next best; the theory's gap g = R_ru − R_s*.  The measured
-    optimisation error at scale s is δ_s = max over seeds |R(run) − R_s| (0 for scale 0).
+    optimisation error at scale s is δ_s = max over seeds ``|R(run) − R_s|`` (0 for scale 0).
 
     * UNRESOLVED if g <= δ_s* + δ_ru (the runs' optimisation error could swap the two best
       scales: agreement would be a coin flip) — with g and what would resolve it;
@@ -211,7 +211,7 @@ def cross_check_part(mc, exact, se, *, alpha: float = CROSS_CHECK_ALPHA,
     """The Monte Carlo evaluator against the exact risk, family-wise: Bonferroni over cells.
 
     z = (MC − exact)/SE per cell; the family of n cells is accepted at family-wise level
-    ``alpha`` when max |z| <= z_crit = Φ⁻¹(1 − alpha/(2n)) (valid under any dependence
+    ``alpha`` when max ``|z|`` <= z_crit = Φ⁻¹(1 − alpha/(2n)) (valid under any dependence
     between cells, e.g. the common random numbers they share).
     """
     mc, exact, se = (np.asarray(a, float).ravel() for a in (mc, exact, se))

@@ -457,7 +457,7 @@ def classify_runs(risk, risk_se, ranks, optimal_risks, *, rtol=0.1, n_se=3.0):
 
     * ``diverged``: risk is NaN or inf;
     * ``optimum_reached``: risk ≤ L_r + tol_r;
-    * ``stuck_at_rank_k`` (k < r): |risk − L_k| ≤ tol_k for the largest such k
+    * ``stuck_at_rank_k`` (k < r): ``|risk − L_k|`` ≤ tol_k for the largest such k
       (the model behaves like a rank-k optimum; the full LSA's spurious rank-1
       trap shows up as ``stuck_at_rank_k`` with k = 1);
     * ``not_converged``: anything else.

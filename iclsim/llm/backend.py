@@ -468,7 +468,7 @@ def _tiny_tokenizer(vocab: str):
 
 
 def tiny_llama(seed: int = 0, *, vocab: str = "chars", device: str = "cpu") -> LanguageModel:
-    """A random-weight ``LlamaForCausalLM`` (2 layers, hidden 32, 4 heads, 2 KV heads) with a
+    r"""A random-weight ``LlamaForCausalLM`` (2 layers, hidden 32, 4 heads, 2 KV heads) with a
     tokenizer built in code (no files) that adds ``<s>`` before every text, as Llama's does.
 
     ``vocab="chars"``: every character one token, so " negative" is 9 tokens (multi-token

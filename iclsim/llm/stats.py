@@ -72,7 +72,7 @@ normal quantile (z), sd 0.1         81.0     87.5     92.3
 The last two rows are wrong on purpose: the replaced procedure (seeds, then queries within
 each chosen seed, the seed stage shrunk to variance s²/S, percentile interval) and the t
 interval with the normal quantile cannot know the t quantile with S - 1 degrees of freedom.
-``tests/test_llm_stats.py`` asserts |coverage - 95 %| <= 2 points for the t rows and
+``tests/test_llm_stats.py`` asserts ``|coverage - 95 %|`` <= 2 points for the t rows and
 < 93 % for the wrong ones at 3 seeds.
 
 Near the ceiling the t interval is less good: at a true accuracy of 0.99 with no seed

@@ -370,7 +370,7 @@ def classify_runs(block_mass, readout, heads, gamma, finite, *, mass=0.99, reado
     * ``collapsed``: two heads share a block (b_h = b_h' for h ≠ h');
     * ``wrong_feature``: the blocks are distinct but not the top-m set {0..m−1};
     * ``optimum_reached``: blocks = top m, every head has mass ≥ ``mass`` on its
-      block, and |c_h − γ_{b_h}| ≤ ``readout_rtol``·γ_{b_h};
+      block, and ``|c_h − γ_{b_h}|`` ≤ ``readout_rtol``·γ_{b_h};
     * ``not_converged``: blocks = top m but the mass or readout criterion fails.
     """
     verdicts = []
