@@ -360,10 +360,15 @@ def best_scale(ds, var: str = "eval_risk", *, zero_risk=None, tuning: str = "bes
     seeds and the tuning axes (:data:`POOLED_AXES`).  Diverged runs are left out of every
     mean; a tuning point whose seeds all diverged is left out of the minimum.  Scale 0 is
     the trivial predictor ŷ = 0 with risk ``zero_risk`` (default: the dataset's
-    ``trivial_risk``).  ``sel`` fixes coordinates first.  Returns a float DataArray over the
-    remaining dims, its ``attrs["tuning"]`` the mode (:func:`tuning_word` gives the words
-    to print); NaN where no trained scale has a finite value (all diverged).
+    ``trivial_risk``).  ``sel`` fixes coordinates first.
     This one function serves ``iclsim show``, the figures and ``iclsim compare``.
+
+    Returns
+    -------
+    xarray.DataArray
+        The best scale (float) over the remaining dims, its ``attrs["tuning"]`` the mode
+        (:func:`tuning_word` gives the words to print); NaN where no trained scale has a
+        finite value (all diverged).
     """
     import xarray as xr
 

@@ -35,10 +35,15 @@ __all__ = [
     "to_vars", "from_dataset", "OPTIMUM_FRACTION", "CROSS_CHECK_ALPHA", "summary_lines",
 ]
 
+#: The part agrees with the theory.
 SUPPORTED = "SUPPORTED"
+#: The part contradicts the theory: the run's one line says ``DIFFERS`` (``--check`` exits 1).
 NOT_SUPPORTED = "NOT SUPPORTED"
+#: The evidence does not decide the part (e.g. an interval that includes the boundary).
 INCONCLUSIVE = "INCONCLUSIVE"
+#: The theory's own gap is below the run's measured precision: never counted either way.
 UNRESOLVED = "UNRESOLVED"
+#: Every decision a :class:`Verdict` may carry.
 DECISIONS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, UNRESOLVED)
 
 #: A run is at its optimum when its excess risk R − L_s is at most this fraction of the rung

@@ -46,6 +46,8 @@ from iclsim.llm.errors import LLMError
 
 __all__ = ["LLMSweepConfig", "LLM", "RUN_AXES", "TINY_MODEL", "model_info"]
 
+#: The run axes of a real-LM sweep, in the order of the run index (one evaluation per
+#: combination).
 RUN_AXES = ("model", "task", "k", "label_words", "input_noise", "label_flip", "seed")
 #: A random-weight Llama built in code (no files): chance accuracy; for smoke tests.
 TINY_MODEL = "tiny-random-llama"
@@ -467,4 +469,5 @@ class LLMSetting:
         return draw_all(ds, Path(out_dir), formats)
 
 
+#: The engine setting ``llm`` (``iclsim run sweeps/llm_*.toml``).
 LLM = LLMSetting()

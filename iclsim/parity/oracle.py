@@ -67,6 +67,11 @@ def check_pi(pi, name: str = "pi", *, sorted_decreasing: bool = True) -> np.ndar
     Raises ``ValueError`` naming ``name`` if it is not 1-D and non-empty, has a
     non-finite or negative entry, does not sum to 1 within ``PI_ATOL``, or (with
     ``sorted_decreasing``) is not sorted in decreasing order.
+
+    Returns
+    -------
+    (K,) float64 array
+        ``pi``, validated.
     """
     arr = np.asarray(pi, dtype=float)
     if arr.ndim != 1 or arr.shape[0] < 1:
@@ -120,7 +125,10 @@ def optimal_readout(pi, n_context):
     """γ_j = N π_j / ((N − 1) π_j + 1), the optimal readout of head j
     ((1) of docs/theory/parity.md).
 
-    Returns the (K,) array for all features; the m-head optimum uses the first m.
+    Returns
+    -------
+    (K,) float64 array
+        γ_1..γ_K for all features; the m-head optimum uses the first m.
     """
     pi = check_pi(pi)
     n = float(_check_n_context(n_context))
@@ -133,6 +141,11 @@ def signal(label_flip=0.0, bit_flip=0.0, k=None):
 
     ``label_flip`` p and ``bit_flip`` q in [0, 0.5] may be arrays (broadcast);
     ``k`` (the parity degree) is required when q > 0.
+
+    Returns
+    -------
+    float or float64 array
+        μ in [0, 1] (an array of the broadcast shape when p or q is an array).
     """
     k = _check_flips(label_flip, bit_flip, k)
     p = np.asarray(label_flip, dtype=float)
@@ -159,6 +172,11 @@ def optimal_risks(pi, n_context, *, label_flip=0.0, bit_flip=0.0, k=None):
     ``R_m = 1 − Σ_{j≤m} N π_j² / ((N − 1) π_j + 1)``.  ``label_flip`` and
     ``bit_flip`` may be arrays (broadcast together); the result then has shape
     ``broadcast_shape + (K + 1,)``.
+
+    Returns
+    -------
+    (K + 1,) float64 array (or ``broadcast_shape + (K + 1,)``)
+        Entry m is R_m(μ); entry 0 is 1 (the risk of ŷ = 0).
     """
     pi = check_pi(pi)
     n = float(_check_n_context(n_context))
@@ -174,6 +192,11 @@ def optimal_risk(pi, n_context, heads, *, label_flip=0.0, bit_flip=0.0, k=None):
     Heads uniform on the blocks of the top-m features, readout γ ((1)),
     evaluated with context label flips p and bit flips q.  Ties in π at the
     boundary make the optimum non-unique but not its risk.
+
+    Returns
+    -------
+    float or float64 array
+        R_m(μ) (an array of the broadcast shape when p or q is an array).
     """
     pi = check_pi(pi)
     m = _check_heads(heads, pi.shape[0])
@@ -190,6 +213,11 @@ def fixed_task_risk(pi, n_context, heads, task, *, label_flip=0.0, bit_flip=0.0,
 
     ``task`` is the 0-based index of j* (so ``[j* ≤ m]`` reads ``task < heads``);
     the sign s does not matter.  Averaging over ``task ~ π`` gives (3).
+
+    Returns
+    -------
+    float or float64 array
+        R_m(j*, μ) (an array of the broadcast shape when p or q is an array).
     """
     pi = check_pi(pi)
     n = float(_check_n_context(n_context))
@@ -215,6 +243,11 @@ def thresholds(pi, n_context):
     written in the cancellation-free form (it is ``1/2`` at ``a = 0``).  The other
     root exceeds 1, so on [0, 1] feature j helps exactly when μ > μ*_j.
     μ*_j is non-decreasing in j because π is sorted.
+
+    Returns
+    -------
+    (K,) float64 array
+        μ*_1..μ*_K, each in (0, 1/2].
     """
     pi = check_pi(pi)
     n = float(_check_n_context(n_context))
@@ -229,6 +262,12 @@ def best_heads(pi, n_context, *, label_flip=0.0, bit_flip=0.0, k=None) -> BestHe
     μ = (1 − 2p)(1 − 2q)^k.  Since Δ_j(μ) < 0 iff μ > μ*_j and μ*_j increases
     with j, this is ``m*(μ) = #{j : (N − 1) π_j μ (2 − μ) > 1 − 2μ}`` (up to
     floating-point ties at μ = μ*_j exactly, where Δ_j = 0).
+
+    Returns
+    -------
+    BestHeads
+        ``(heads, thresholds)``: ``heads`` is m* (int in 0..K), ``thresholds`` the (K,)
+        float64 array μ*_1..μ*_K of :func:`thresholds`.
     """
     pi = check_pi(pi)
     n = _check_n_context(n_context)
@@ -281,6 +320,11 @@ def feature_moments(attention, n_features, k):
     general form keeps the identity exact for rows that do not sum to 1 exactly
     (e.g. a float32 softmax).  Derivation: ``E[e^{−iwz}] = cos w`` and
     ``E[z e^{−iwz}] = −i sin w`` for a uniform sign z, and ``i^k (−i)^k = 1``.
+
+    Returns
+    -------
+    (A, G) : ((m, K) float64 array, (m, m) float64 array)
+        The head-feature correlations and the head Gram matrix.
     """
     att = np.asarray(attention, dtype=float)
     m, d = att.shape
@@ -336,6 +380,11 @@ def population_loss(
     k : int >= 1, the parity degree (block size).
     label_flip, bit_flip : context noise p, q in [0, 0.5].
     distractor_bits : int >= 0, D₀.
+
+    Returns
+    -------
+    float
+        The exact risk L(α, c; μ); no sampling error.
     """
     pi = check_pi(pi)
     n = float(_check_n_context(n_context))

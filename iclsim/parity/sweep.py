@@ -36,6 +36,8 @@ from iclsim.parity.training import (
 
 __all__ = ["ParitySweepConfig", "PARITY", "RUN_AXES", "VERDICT_CODES", "CANONICAL_PI"]
 
+#: The run axes of a parity sweep, in the order of the run index (one trained model per
+#: combination).
 RUN_AXES = ("n_context", "heads", "seed", "learning_rate", "init_scale")
 VERDICT_CODES = tuple(VERDICTS)
 #: π of the canonical example of docs/theory/parity.md (K = 6, k = 2, N = 16).
@@ -552,4 +554,5 @@ class ParitySetting:
     verdict_parts = staticmethod(verdict_parts)
 
 
+#: The engine setting ``parity`` (``iclsim run sweeps/parity_*.toml``).
 PARITY = ParitySetting()

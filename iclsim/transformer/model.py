@@ -41,6 +41,7 @@ __all__ = [
     "prompt_tokens", "crop", "param_count",
 ]
 
+#: The ε of every layer norm (GPT-2's value).
 LN_EPS = 1e-5
 
 

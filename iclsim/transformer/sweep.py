@@ -38,6 +38,8 @@ from iclsim.transformer import references as refs
 __all__ = ["TransformerSweepConfig", "TRANSFORMER", "RUN_AXES", "VERDICT_CODES", "usable",
            "size_table", "best_size"]
 
+#: The run axes of a transformer sweep, in the order of the run index (one trained model per
+#: combination).
 RUN_AXES = ("n_context", "size", "seed", "learning_rate", "init_scale", "train_label_noise")
 #: ``trivial``: never left the trivial predictor ŷ = 0 (clean risk within
 #: ``eval.trivial_tolerance`` of tr Λ); ``diverged``: NaN/inf.  Both are left out of every
@@ -721,4 +723,5 @@ class TransformerSetting:
     figures = staticmethod(figures)
 
 
+#: The engine setting ``transformer`` (``iclsim run sweeps/transformer_*.toml``).
 TRANSFORMER = TransformerSetting()
