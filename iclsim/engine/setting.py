@@ -258,7 +258,8 @@ def eval_key(cfg):
 def window_loss(loss: np.ndarray, window: int) -> np.ndarray:
     """(runs, steps) → (runs, steps // window): means over consecutive windows of steps."""
     usable = loss.shape[1] // window * window
-    return loss[:, :usable].reshape(loss.shape[0], -1, window).mean(axis=2)
+    # explicit sizes: a process of a multi-host sweep may hold no valid run of a group
+    return loss[:, :usable].reshape(loss.shape[0], usable // window, window).mean(axis=2)
 
 
 def finalize_group(cfg, setting: Setting, group: Group, rows, params, loss) -> dict:
