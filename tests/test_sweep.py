@@ -303,17 +303,30 @@ def test_multihost_each_host_writes_its_shard(tmp_path):
     """Two processes on this machine, 2 CPU devices each, joined by jax.distributed."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        port = sock.getsockname()[1]
     path = tmp_path / "small.toml"
     path.write_text(SMALL.replace("seeds = 2", "seeds = 1"))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST_SCRIPT, str(path), str(tmp_path / "mh"),
-                               str(port), str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
+    # The port is found free by binding port 0 and releasing it, so another program may take
+    # it before process 0's coordinator binds it; process 0 then fails to start its RPC server
+    # and both processes are launched again on a fresh port.
+    for _ in range(5):
+        with socket.socket() as sock:
+            sock.bind(("localhost", 0))
+            port = sock.getsockname()[1]
+        procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST_SCRIPT, str(path),
+                                   str(tmp_path / "mh"), str(port), str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env) for i in range(2)]
+        first = procs[0].communicate(timeout=600)  # timeouts: guards only
+        if procs[0].returncode != 0 and "Failed to start RPC server" in first[1]:
+            procs[1].kill()
+            procs[1].communicate()
+            continue
+        outs = [first, procs[1].communicate(timeout=600)]
+        break
+    else:
+        raise AssertionError("no free port for the coordinator in 5 attempts")
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     folder = Path(outs[0][0].split()[-1])
