@@ -505,7 +505,7 @@ def assert_parity_optimal(model, pi, n_context, heads, *, k, distractor_bits=0, 
         if len(positions) > 1:
             total = float(c[positions].sum())
             lines.append(
-                f"heads {', '.join(names[:-1])} and {names[-1]} are all on block {j} "
+                f"heads {', '.join(names[:-1])} and {names[-1]} share block {j} "
                 f"(collapsed; their readouts sum to {_fmt(total)}): a block needs one head"
             )
         if j not in may:
