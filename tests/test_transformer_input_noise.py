@@ -132,6 +132,8 @@ TINY = textwrap.dedent(
     batch = 256
     ridge_lambda = [1.0]
     trivial_tolerance = 0.0
+    converged_tolerance = 1.0
+    converged_window = 0.5
     [figures]
     formats = ["png"]
     """
@@ -152,7 +154,8 @@ def test_tiny_sweep_with_input_noise(tiny):
     ds = out.dataset
     assert out.compiles == 1
     assert ds["eval_risk"].dims[-2:] == ("label_noise", "input_noise")
-    assert ds["effective_rank"].dims[-1] == "input_noise"
+    assert ds["eval_mc_cov"].dims[-3:] == ("input_noise", "label_noise", "label_noise_2")
+    conv = ds["verdict"] == "converged"
     # The stored ladder is (B) on the same (σ², σ_x²) grid, written in this test (not the
     # oracle that produced it), and r* is its smallest argmin over r.
     for u in cfg.eval.input_noise:
@@ -180,13 +183,13 @@ def test_tiny_sweep_with_input_noise(tiny):
     assert "input σ_x²=0" in text
     tab = size_table(ds, n_context=8, learning_rate=0.01, init_scale=1.0,
                      train_label_noise=0.0, input_noise=2.0)
-    np.testing.assert_allclose(tab["risk"][1], ds["eval_risk"].sel(size=2, input_noise=2.0)
-                               .squeeze().mean("seed").transpose("label_noise"))
+    np.testing.assert_allclose(tab["risk"][1], ds["eval_risk"].where(conv).sel(
+        size=2, input_noise=2.0).squeeze().mean("seed").transpose("label_noise"))
     best, support = best_size(ds, axis="input_noise", n_context=8, learning_rate=0.01,
                               init_scale=1.0, train_label_noise=0.0, label_noise=0.0)
     # Recomputed: argmin over {0 (trivial_risk)} ∪ sizes of the seed-mean risk at σ² = 0.
-    means = ds["eval_risk"].sel(label_noise=0.0).squeeze().mean("seed") \
-        .transpose("size", "input_noise").values
+    means = ds["eval_risk"].where(conv).sel(label_noise=0.0).squeeze().mean("seed") \
+        .transpose("size", "input_noise").fillna(np.inf).values
     table = np.vstack([np.full(means.shape[1], float(ds["trivial_risk"])), means])
     np.testing.assert_array_equal(best, np.array([0, 1, 2])[np.argmin(table, axis=0)])
     assert not out.figure_error

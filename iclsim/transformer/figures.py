@@ -6,19 +6,20 @@
 * ``transformer_best_size`` — the best size vs σ² (argmin over {0: ŷ = 0} ∪ sizes, the
   engine's ``best_scale`` on the usable runs, marker size = bootstrap support) beside the
   LSA's best rank r*(σ²);
-* ``transformer_effective_rank`` — effective rank (with its interval) and the fitted noise
-  slope S against parameter count, per run and per size, with S_r of the ladder;
-* ``transformer_training_curves`` — training loss vs step per size, with L_d and the
-  trivial risk tr Λ;
+* ``transformer_rung_and_sensitivity`` — per size against parameter count: the clean rung ρ
+  (where the clean risk sits on the LSA ladder) with its interval, and the local noise
+  sensitivity dR/dσ² on the first σ² band with its interval over the grey S_r;
+* ``transformer_training_curves`` — training loss vs step per size (dashed: runs not
+  converged), with L_d and the trivial risk tr Λ;
 * ``transformer_risk_vs_input_noise`` (only when ``eval.input_noise`` has several levels) —
   risk vs context input noise σ_x² per size at the first σ², over the LSA ladder
   R_r(σ², σ_x²) (Theorem B(b)), with least squares (no Bayes floor: not closed-form there).
 
 The label-noise figures are drawn at the first σ_x² (0 by default).
 
-Runs are shown at the first value of N, learning rate, init scale (and σ₀², except in the
-first figure); trivial and
-diverged runs are left out (:func:`iclsim.transformer.sweep.usable`).
+Runs are shown at the first N (and σ₀², except in the first figure), each size at its tuned
+learning rate and init scale; only converged runs enter the points
+(:mod:`iclsim.transformer.analysis`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from __future__ import annotations
 import numpy as np
 
 from iclsim.plotting import add_footer, pyplot, save_figure, scale_colors
+from iclsim.transformer.analysis import (
+    best_size, first_cell, input_text, size_data, size_label, size_statistics, size_table,
+)
 
 __all__ = ["draw_all"]
 
@@ -35,9 +39,7 @@ def _footer(ds, fixed, skip=()) -> str:
 
     cfg = result_config(ds)
     train, ev = cfg.get("train", {}), cfg.get("eval", {})
-    from iclsim.transformer.sweep import _input_text
-
-    if not _input_text(ds):
+    if not input_text(ds):
         skip = (*skip, "input_noise")
     bits = [f"sweep {cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}",
             f"training: {train.get('steps', '?')} steps × {train.get('batch', '?')} fresh prompts",
@@ -45,6 +47,12 @@ def _footer(ds, fixed, skip=()) -> str:
             f"evaluation: {ev.get('n_prompts', '?')} MC prompts per point",
             f"JAX dtype {ds.attrs.get('dtype', '?')}"]
     return "; ".join(bits).replace("; \n", "\n")
+
+
+def _fixed(ds):
+    """The first N, σ₀² and σ_x² (learning rate and init scale: each size tuned)."""
+    cell, fixed = first_cell(ds)
+    return cell, {k: v for k, v in fixed.items() if k not in ("learning_rate", "init_scale")}
 
 
 def _n0(da):
@@ -55,10 +63,8 @@ def _n0(da):
 def risk_vs_noise(ds, out_dir, formats):
     """One panel per pretraining σ₀²: the sizes' curves over the ladder L_r(σ²) of that σ₀²
     (affine in σ², so the straight segments between the stored grid points are exact)."""
-    from iclsim.transformer.sweep import _first, _size_label, size_table
-
     plt = pyplot()
-    _, fixed = _first(ds)
+    _, fixed = _fixed(ds)
     s0s = ds["train_label_noise"].values
     s2 = ds["label_noise"].values
     fig, axes = plt.subplots(1, s0s.size, figsize=(7.5 * s0s.size, 5.2), layout="constrained",
@@ -80,7 +86,7 @@ def risk_vs_noise(ds, out_dir, formats):
                     ls=":", lw=1, label="least squares")
         for a, size in enumerate(ds["size"].values):
             ax.errorbar(s2, tab["risk"][a], tab["se"][a], color=colors[a], marker="o", ms=4,
-                        capsize=2, label=f"size {_size_label(ds, size)}, "
+                        capsize=2, label=f"size {size_label(ds, size)}, "
                         f"{int(ds['param_count'].sel(size=size))} params")
         finite = tab["risk"][np.isfinite(tab["risk"])]
         ax.set_ylim(0, max(top, float(finite.max()) if finite.size else top) * 1.15)
@@ -96,10 +102,8 @@ def risk_vs_noise(ds, out_dir, formats):
 
 
 def best_size_figure(ds, out_dir, formats):
-    from iclsim.transformer.sweep import _first, _size_label, best_size
-
     plt = pyplot()
-    _, fixed = _first(ds)
+    _, fixed = _fixed(ds)
     best, support = best_size(ds, **fixed)
     s2 = ds["label_noise"].values
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 4), layout="constrained")
@@ -107,7 +111,7 @@ def best_size_figure(ds, out_dir, formats):
     ax.scatter(s2, best, s=20 + 80 * support, color="C3", zorder=2,
                label="best size (marker ∝ bootstrap support)")
     sizes = [0, *ds["size"].values]
-    ax.set_yticks(sizes, ["0 (ŷ = 0)", *[_size_label(ds, s) for s in ds["size"].values]],
+    ax.set_yticks(sizes, ["0 (ŷ = 0)", *[size_label(ds, s) for s in ds["size"].values]],
                   fontsize=7)
     ax.set_xlabel("context label noise σ²")
     ax.set_title("Trained transformers: best size")
@@ -124,73 +128,76 @@ def best_size_figure(ds, out_dir, formats):
     return paths
 
 
-def effective_rank_figure(ds, out_dir, formats):
-    from iclsim.transformer.sweep import _first, size_table
-
+def rung_figure(ds, out_dir, formats):
+    """Clean rung ρ and local noise sensitivity (first σ² band) per size vs parameter count,
+    with their intervals; grey: the rungs 0..d and the LSA slopes S_r."""
     plt = pyplot()
-    cell, fixed = _first(ds)
-    tab = size_table(ds, **fixed)
-    ok = ~(cell["diverged"] | (cell["verdict"] == "trivial"))
-    counts = ds["param_count"].values
+    _, fixed = _fixed(ds)
+    st = size_statistics(ds, **fixed)
+    counts = np.array([int(ds["param_count"].sel(size=sd.size)) for sd in st["datas"]])
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
-    colors = scale_colors(plt, ds["size"].size)
-    for a, size in enumerate(ds["size"].values):
-        c = cell.sel(size=size)
-        good = ok.sel(size=size).values
-        x = np.full(good.sum(), counts[a]) * (1 + 0.03 * (np.arange(good.sum()) - good.sum() / 2))
-        ax.scatter(x, c["effective_rank"].values[good], color=colors[a], s=12, alpha=0.6)
-        bx.errorbar(x, c["noise_slope"].values[good], c["noise_slope_se"].values[good],
-                    color=colors[a], fmt="o", ms=3, alpha=0.6)
-        r, lo, hi = tab["eff"][a]
-        if r >= 0:
-            ax.errorbar([counts[a]], [r], [[r - lo], [hi - r]], color=colors[a], fmt="s", ms=7,
-                        capsize=3, mec="k")
-            bx.errorbar([counts[a]], [tab["slope"][a]], [tab["slope_se"][a]], color=colors[a],
-                        fmt="s", ms=7, capsize=3, mec="k")
+    colors = scale_colors(plt, len(st["datas"]))
     d = ds["rank_all"].size - 1
-    lim = (counts.min() / 1.5, counts.max() * 1.5)
-    ax.set_xscale("log")
-    ax.set_xlim(*lim)
-    ax.set_ylim(-0.5, d + 0.5)
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("effective rank (fit to L_r(σ²))")
-    ax.set_title("Effective rank vs parameter count\n(dots: runs; squares: size mean, interval)")
-    slope = ds["ladder_slope"]
-    slope = _n0(slope).isel(train_label_noise=0) if "train_label_noise" in slope.dims else slope
     for r in range(d + 1):
-        bx.axhline(float(slope.sel(rank_all=r)), color="0.8", lw=0.8, zorder=0)
-        bx.annotate(f"S_{r}", (counts.max(), float(slope.sel(rank_all=r))), fontsize=6,
+        ax.axhline(r, color="0.85", lw=0.8, zorder=0)
+        bx.axhline(float(st["slope_th"][r]), color="0.8", lw=0.8, zorder=0)
+        bx.annotate(f"S_{r}", (counts.max(), float(st["slope_th"][r])), fontsize=6,
                     color="0.5", xytext=(4, 0), textcoords="offset points", va="center")
-    bx.set_xscale("log")
-    bx.set_xlim(*lim)
-    bx.set_xlabel("parameters")
-    bx.set_ylabel("fitted noise slope S (risk ≈ a + S σ²)")
-    bx.set_title("Noise slope vs parameter count (grey: LSA S_r)")
+    for a, sd in enumerate(st["datas"]):
+        r = st["rungs"][a]
+        if np.isfinite(r["rung"]):
+            ax.errorbar([counts[a]], [r["rung"]], [[r["rung"] - r["rung_lo"]],
+                                                   [r["rung_hi"] - r["rung"]]],
+                        color=colors[a], fmt="s", ms=7, capsize=3, mec="k",
+                        label=f"size {size_label(ds, sd.size)} (n={r['n']})")
+        if st["slopes"]:
+            sl = st["slopes"][a]
+            if np.isfinite(sl["slope"][0]):
+                bx.errorbar([counts[a]], [sl["slope"][0]], [[sl["slope"][0] - sl["lo"][0]],
+                                                            [sl["hi"][0] - sl["slope"][0]]],
+                            color=colors[a], fmt="s", ms=7, capsize=3, mec="k")
+    lim = (counts.min() / 1.5, counts.max() * 1.5)
+    s2 = ds["label_noise"].values
+    pct = f"{100 * st['level']:g} %"
+    for x in (ax, bx):
+        x.set_xscale("log")
+        x.set_xlim(*lim)
+        x.set_xlabel("parameters")
+    ax.set_ylim(-0.5, d + 0.5)
+    ax.set_ylabel("clean rung ρ (L_⌊ρ⌋ ≥ clean risk ≥ L_⌊ρ⌋+1)")
+    ax.set_title(f"Where the clean risk sits on the LSA ladder ({pct} interval)")
+    ax.legend(fontsize=7)
+    band = f"[{s2[0]:g}, {s2[min(1, s2.size - 1)]:g}]"
+    bx.set_ylabel(f"local slope dR/dσ² on σ² ∈ {band}")
+    bx.set_title(f"Low-noise sensitivity, paired ({pct} interval); grey: LSA S_r")
     add_footer(fig, _footer(ds, fixed), height=0.08)
-    paths = save_figure(fig, out_dir, "transformer_effective_rank", formats)
+    paths = save_figure(fig, out_dir, "transformer_rung_and_sensitivity", formats)
     plt.close(fig)
     return paths
 
 
 def training_curves(ds, out_dir, formats):
-    from iclsim.transformer.sweep import _first, _size_label
-
     plt = pyplot()
-    cell, fixed = _first(ds)
+    _, fixed = _fixed(ds)
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     colors = scale_colors(plt, ds["size"].size)
     steps = ds["step"].values
-    for a, size in enumerate(ds["size"].values):
-        loss = cell["loss"].sel(size=size).values
+    for a, sd in enumerate(size_data(ds, **fixed)):
+        c = ds.sel(**fixed, size=sd.size)
+        c = c.sel(**{k: v for k, v in (("learning_rate", sd.learning_rate),
+                                       ("init_scale", sd.init_scale)) if k in c.dims})
+        loss = c["loss"].transpose("seed", "step").values
+        conv = (c["verdict"] == "converged").transpose("seed").values
         for i, row in enumerate(loss):
-            ax.plot(steps, row, color=colors[a], lw=0.8, alpha=0.7,
-                    label=_size_label(ds, size) if i == 0 else None)
+            ax.plot(steps, row, color=colors[a], lw=0.8, alpha=0.7, ls="-" if conv[i] else "--",
+                    label=f"{size_label(ds, sd.size)}, lr {sd.learning_rate:g}" if i == 0
+                    else None)
     ax.axhline(float(ds["trivial_risk"]), color="k", ls=":", lw=0.8, label="tr Λ (ŷ = 0)")
     lad = _n0(ds["ladder_risk"]).isel(train_label_noise=0, label_noise=0)
     ax.axhline(float(lad.isel(rank_all=-1)), color="k", ls="--", lw=0.8,
                label=f"L_d (σ²={float(ds['label_noise'][0]):g})")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("training loss (dashed: not converged)")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     add_footer(fig, _footer(ds, fixed), height=0.06)
@@ -202,10 +209,8 @@ def training_curves(ds, out_dir, formats):
 def risk_vs_input_noise(ds, out_dir, formats):
     """Risk vs σ_x² per size at the first σ² and σ₀², over the LSA ladder R_r(σ², σ_x²) (affine
     in σ_x², so straight segments between the stored grid points are exact)."""
-    from iclsim.transformer.sweep import _first, _size_label, best_size, size_table
-
     plt = pyplot()
-    _, fixed = _first(ds)
+    _, fixed = _fixed(ds)
     base = {k: v for k, v in fixed.items() if k != "input_noise"}
     sx2 = ds["input_noise"].values
     v0 = float(ds["label_noise"].values[0])
@@ -228,7 +233,7 @@ def risk_vs_input_noise(ds, out_dir, formats):
                 label="least squares")
     for a, size in enumerate(ds["size"].values):
         ax.errorbar(sx2, risk[a], se[a], color=colors[a], marker="o", ms=4, capsize=2,
-                    label=f"size {_size_label(ds, size)}")
+                    label=f"size {size_label(ds, size)}")
     top = float(ds["trivial_risk"])
     finite = risk[np.isfinite(risk)]
     ax.set_ylim(0, max(top, float(finite.max()) if finite.size else top) * 1.15)
@@ -258,7 +263,7 @@ def risk_vs_input_noise(ds, out_dir, formats):
 
 def draw_all(ds, out_dir, formats) -> list:
     """Every figure of a transformer sweep result ``ds``: risk vs label noise per size, the
-    best size per noise level, the effective rank, the training curves, and risk vs input
+    best size per noise level, the clean rung and local sensitivity, the training curves, and risk vs input
     noise when the sweep has more than one input-noise level (``docs/transformer.md``).
 
     Returns
@@ -267,7 +272,7 @@ def draw_all(ds, out_dir, formats) -> list:
         The files written under ``out_dir``, one per figure and format in ``formats``.
     """
     paths = []
-    draws = [risk_vs_noise, best_size_figure, effective_rank_figure, training_curves]
+    draws = [risk_vs_noise, best_size_figure, rung_figure, training_curves]
     if "input_noise" in ds.dims and ds["input_noise"].size > 1:
         draws.append(risk_vs_input_noise)
     for draw in draws:

@@ -24,24 +24,20 @@ closed form.  :func:`reference_risks` therefore reports NaN for the Bayes risk w
 rather than the risk of a predictor that is not Bayes-optimal there.  Risks are Monte Carlo means with standard errors
 (:func:`reference_risks`); the prompts come from :func:`draw_eval`, the same stream the
 sweep evaluates the trained models on (common random numbers).
-
-Also here: :func:`fit_effective_rank`, the effective rank of a measured risk-vs-σ² curve
-against the LSA ladder L_r(σ²) = L_r + σ² S_r.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iclsim.engine.evaluate import mean_and_se
 from iclsim.linear.data import sample_prompts
 
 __all__ = [
     "shrinkage_estimate", "posterior_mean", "ols", "ridge", "draw_eval", "noisy_labels",
-    "draw_input_noise", "noisy_inputs", "noise_pairs", "reference_risks", "EffectiveRank", "fit_effective_rank", "fit_noise_line",
+    "draw_input_noise", "noisy_inputs", "noise_pairs", "reference_risks",
 ]
 
 
@@ -137,8 +133,7 @@ def _moments(values):
 
 def _mean_se(m, n_total):
     m = np.asarray(m, float)
-    var = np.maximum(m[..., 1] - m[..., 0] ** 2, 0.0) * n_total / (n_total - 1)
-    return m[..., 0], np.sqrt(var / n_total)
+    return mean_and_se(m[..., 0], m[..., 1], n_total)
 
 
 def reference_risks(key, factor, n_context: int, label_noise, *, n_prompts: int, batch: int,
@@ -189,53 +184,3 @@ def reference_risks(key, factor, n_context: int, label_noise, *, n_prompts: int,
     lam_first = lambda v: np.moveaxis(v, -1, 0).reshape((lams.size, *shape))  # noqa: E731
     return {"bayes": (grid(bayes_mean), grid(bayes_se)), "ols": (grid(ols_mean), grid(ols_se)),
             "ridge": (lam_first(ridge_mean), lam_first(ridge_se))}
-
-
-class EffectiveRank(NamedTuple):
-    rank: int
-    """argmin over r of χ²_r = Σ_k ((R_k − L_r(σ²_k)) / SE_k)²."""
-    lo: int
-    hi: int
-    """the interval: smallest and largest r with χ²_r ≤ χ²_min + tolerance."""
-    chi2: np.ndarray
-    """χ²_r for r = 0..d."""
-
-
-def fit_effective_rank(risk, se, ladder, tolerance: float = 4.0) -> EffectiveRank:
-    """The rank whose LSA curve best fits a measured risk-vs-σ² curve.
-
-    ``risk``, ``se``: (K,) measured risks and standard errors at K σ² levels;
-    ``ladder``: (K, d + 1) the curves L_r(σ²_k).  Weighted least squares over the σ²
-    grid: χ²_r = Σ_k ((risk_k − ladder_kr) / se_k)²; the interval holds every r within
-    ``tolerance`` of the minimum (4: the 2-SE band of one parameter).  Non-finite input
-    gives rank −1.
-    """
-    risk, se, ladder = (np.asarray(a, float) for a in (risk, se, ladder))
-    if not (np.all(np.isfinite(risk)) and np.all(np.isfinite(se))):
-        return EffectiveRank(-1, -1, -1, np.full(ladder.shape[1], np.nan))
-    floor = np.finfo(float).eps * max(1.0, float(np.max(np.abs(risk))))
-    w = 1.0 / np.maximum(se, floor) ** 2
-    chi2 = np.sum(w[:, None] * (risk[:, None] - ladder) ** 2, axis=0)
-    best = int(np.argmin(chi2))
-    inside = np.flatnonzero(chi2 <= chi2[best] + tolerance)
-    return EffectiveRank(best, int(inside.min()), int(inside.max()), chi2)
-
-
-def fit_noise_line(label_noise, risk, se):
-    """Weighted least-squares line risk ≈ a + S σ²: returns (a, S, SE(a), SE(S)).
-
-    Weights 1/SE²; the SEs of (a, S) are scaled by √(χ²/dof) when the line does not
-    fit within the stated SEs (dof = K − 2 > 0), so they reflect the scatter about it.
-    """
-    s2, risk, se = (np.asarray(a, float) for a in (label_noise, risk, se))
-    if s2.size < 2 or not (np.all(np.isfinite(risk)) and np.all(np.isfinite(se))):
-        return (np.nan,) * 4
-    floor = np.finfo(float).eps * max(1.0, float(np.max(np.abs(risk))))
-    w = 1.0 / np.maximum(se, floor) ** 2
-    a = np.stack([np.ones_like(s2), s2], axis=1)
-    cov = np.linalg.inv(a.T @ (w[:, None] * a))
-    coef = cov @ (a.T @ (w * risk))
-    if s2.size > 2:
-        chi2 = float(np.sum(w * (risk - a @ coef) ** 2))
-        cov = cov * max(1.0, chi2 / (s2.size - 2))
-    return float(coef[0]), float(coef[1]), float(np.sqrt(cov[0, 0])), float(np.sqrt(cov[1, 1]))

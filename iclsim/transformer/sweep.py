@@ -6,19 +6,17 @@ Grid axes (``[axes]``): ``n_context`` (static: one compiled program per N), ``si
 shares one program, padded to the largest size and masked, :mod:`iclsim.transformer.model`).
 Evaluation (``[eval]``): context label noise σ² × context input noise σ_x² on a grid
 (σ_x² default 0: label noise only); every run and every reference (Bayes, OLS, ridge) sees
-the same Monte Carlo prompts.  The Bayes reference is left out (NaN) where σ_x² > 0
-(:mod:`iclsim.transformer.references`).
+the same Monte Carlo prompts, and each run stores the Monte Carlo covariance of its risks
+across the σ² levels (paired on those prompts) for the statistics of
+:mod:`iclsim.transformer.analysis`.
 
-Against the theory (``docs/theory/linear.md``): the rank-r LSA optimum risks
-L_r(σ²) = L_r + σ² S_r (Theorem B(a); Theorem B(d) for σ₀² > 0; with input noise the
-risks R_r(σ², σ_x²) of Theorem B's (B)) are the ladder each trained model's risk-vs-σ² curve
-is fitted to (its *effective rank*, one fit per σ_x² level).  See
-``docs/transformer.md``.
+This module is the setting (schema, trainer, evaluation, verdicts, oracle); the aggregates,
+statistics and tables are :mod:`iclsim.transformer.analysis`, the figures
+:mod:`iclsim.transformer.figures`.  See ``docs/transformer.md``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -26,117 +24,28 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from iclsim.engine.config import CommonAxes, CommonEval, CommonSweep, CommonTrain, ConfigError, spec
-from iclsim.engine.setting import Runs, axis_values, best_scale, eval_key
-from iclsim.engine.trainer import build_trainer
+from iclsim.engine.evaluate import mean_and_se
+from iclsim.engine.setting import Runs, eval_key
+from iclsim.engine.trainer import ScheduleConfig, build_trainer
 from iclsim.linear import oracle
 from iclsim.linear.data import sample_prompts
-from iclsim.linear.sweep import SpectrumConfig
 from iclsim.transformer import model as tfm
 from iclsim.transformer import references as refs
+from iclsim.transformer.config import TransformerSweepConfig
+from iclsim.transformer.analysis import best_size, convergence, first_cell as _first, size_table, usable
 
 __all__ = ["TransformerSweepConfig", "TRANSFORMER", "RUN_AXES", "VERDICT_CODES", "usable",
-           "size_table", "best_size"]
+           "size_table", "best_size", "convergence"]
 
 #: The run axes of a transformer sweep, in the order of the run index (one trained model per
 #: combination).
 RUN_AXES = ("n_context", "size", "seed", "learning_rate", "init_scale", "train_label_noise")
-#: ``trivial``: never left the trivial predictor ŷ = 0 (clean risk within
-#: ``eval.trivial_tolerance`` of tr Λ); ``diverged``: NaN/inf.  Both are left out of every
-#: aggregate of this setting (:func:`usable`).
-VERDICT_CODES = ("trained", "trivial", "diverged")
-DEFAULT_NOISE = (0.0, 4.0, 8.0, 16.0, 25.0, 40.0, 60.0, 100.0)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    heads: tuple[int, ...] = spec((1, 2, 4, 8), "heads h of size 1, 2, … (zipped with width "
-                                  "and layers)", lo=1, hi=256, min_len=1)
-    width: tuple[int, ...] = spec((16, 16, 16, 16), "d_model of each size", lo=1, hi=4096,
-                                  min_len=1)
-    layers: tuple[int, ...] = spec((1, 1, 1, 1), "layers L of each size", lo=1, hi=64,
-                                   min_len=1)
-    head_dim: int = spec(1, "dimension of every head (attention width h · head_dim)", lo=1,
-                         hi=512)
-    mlp_ratio: int = spec(4, "MLP hidden width = mlp_ratio · d_model", lo=1, hi=16)
-
-    def __post_init__(self):
-        if not len(self.heads) == len(self.width) == len(self.layers):
-            raise ConfigError(f"model: heads, width and layers must have equal lengths (one "
-                              f"entry per size), got {len(self.heads)}, {len(self.width)}, "
-                              f"{len(self.layers)}")
-
-    def sizes(self):
-        return list(zip(self.heads, self.width, self.layers))
-
-
-@dataclass(frozen=True)
-class TrainConfig(CommonTrain):
-    steps: int = spec(2000, "optimizer steps per run", lo=1, hi=10_000_000)
-    batch: int = spec(64, "fresh prompts per step", lo=1, hi=1_000_000)
-    warmup_steps: int = spec(200, "linear learning-rate warm-up", lo=0)
-    weight_decay: float = spec(0.0, "AdamW weight decay", lo=0.0, hi=1.0)
-    clip_norm: float = spec(1.0, "global gradient-norm clip (0: off)", lo=0.0)
-    adam_b1: float = spec(0.9, "Adam β1", lo=0.0, hi=0.9999)
-    adam_b2: float = spec(0.999, "Adam β2", lo=0.0, hi=0.99999)
-    average_tail: float = spec(0.0, "Polyak average over this final fraction of steps",
-                               lo=0.0, hi=0.99)
-
-
-@dataclass(frozen=True)
-class AxesConfig(CommonAxes):
-    size: tuple[int, ...] = spec((1, 2, 3, 4), "model sizes: 1-based indices into [model] "
-                                 "heads/width/layers (0 is reserved for ŷ = 0)", lo=1,
-                                 min_len=1)
-    learning_rate: tuple[float, ...] = spec((1e-3,), "peak learning rates", lo=1e-12,
-                                            min_len=1)
-    init_scale: tuple[float, ...] = spec((1.0,), "init std multiplier (× 1/√fan-in)",
-                                         lo=0.0, min_len=1)
-    train_label_noise: tuple[float, ...] = spec((0.0,), "pretraining context label noise σ₀²",
-                                                lo=0.0, hi=1e6, min_len=1)
-
-
-@dataclass(frozen=True)
-class EvalConfig(CommonEval):
-    n_prompts: int = spec(8192, "held-out prompts per run and noise level", lo=2,
-                          hi=1_000_000_000)
-    batch: int = spec(512, "prompts per evaluation batch", lo=1, hi=1_000_000)
-    label_noise: tuple[float, ...] = spec(DEFAULT_NOISE, "evaluation context label noise σ²",
-                                          lo=0.0, hi=1e6, min_len=1)
-    input_noise: tuple[float, ...] = spec((0.0,), "evaluation context input noise σ_x² (shown "
-                                          "inputs x_i + ξ_i, ξ ~ N(0, σ_x² I); labels from the "
-                                          "clean x_i)", lo=0.0, hi=1e6, min_len=1)
-    ridge_lambda: tuple[float, ...] = spec((1.0, 10.0), "ridge λ of the reference predictors",
-                                           lo=1e-12, hi=1e9, min_len=1)
-    trivial_tolerance: float = spec(0.05, "verdict trivial: risk at the smallest σ² ≥ "
-                                    "(1 − this) · tr Λ", lo=0.0, hi=1.0)
-    fit_tolerance: float = spec(4.0, "effective-rank interval: every r with χ²_r ≤ χ²_min + "
-                                "this", lo=0.0)
-
-
-@dataclass(frozen=True)
-class TransformerSweepConfig(CommonSweep):
-    setting: str = spec("transformer", "which setting", choices=("transformer",))
-    spectrum: SpectrumConfig = SpectrumConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    axes: AxesConfig = AxesConfig()
-    eval: EvalConfig = EvalConfig()
-
-    def __post_init__(self):
-        k = len(self.model.heads)
-        bad = [s for s in self.axes.size if s > k]
-        if bad:
-            raise ConfigError(f"axes.size: {bad[0]} is out of range; allowed 1..{k} (the "
-                              "number of sizes in [model])")
-        if self.train.warmup_steps >= self.train.steps:
-            raise ConfigError(f"train.warmup_steps: {self.train.warmup_steps} must be below "
-                              f"train.steps ({self.train.steps})")
-
-    def axis_values(self) -> dict:
-        return axis_values(self, TRANSFORMER)
-
-
+#: ``converged``: the training loss has stopped falling (:func:`convergence`);
+#: ``not_converged``: trained but still falling; ``trivial``: never left the trivial
+#: predictor ŷ = 0 (clean risk within ``eval.trivial_tolerance`` of tr Λ); ``diverged``:
+#: NaN/inf.  Only ``converged`` runs enter the aggregates of this setting
+#: (:func:`iclsim.transformer.analysis.usable`); the tables count the others by name.
+VERDICT_CODES = ("converged", "not_converged", "trivial", "diverged")
 class TransformerStatic(NamedTuple):
     """What fixes the compiled program (hashable)."""
 
@@ -183,21 +92,17 @@ def _hyper(cfg: TransformerSweepConfig, runs: Runs) -> dict:
 
 
 def schedule(static: TransformerStatic, peak):
-    """Linear warm-up to ``peak`` (may be traced), then cosine decay to
-    ``final_lr_fraction`` · peak (``schedule = "cosine"``) or constant."""
+    """Linear warm-up to ``peak`` (may be traced) over ``warmup_steps``, then the engine's
+    :class:`iclsim.engine.trainer.ScheduleConfig` (optax's cosine decay to
+    ``final_lr_fraction`` · peak, or constant) over the remaining steps, joined with
+    ``optax.join_schedules``."""
     warm = max(static.warmup_steps, 1)
-    decay = max(static.steps - static.warmup_steps, 1)
-
-    def lr(count):
-        count = jnp.asarray(count, jnp.result_type(float))
-        ramp = jnp.minimum(1.0, (count + 1.0) / warm) if static.warmup_steps else 1.0
-        if static.schedule == "constant":
-            return peak * ramp
-        frac = jnp.clip((count - static.warmup_steps) / decay, 0.0, 1.0)
-        f = static.final_lr_fraction
-        return peak * ramp * (f + (1.0 - f) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
-
-    return lr
+    rest = ScheduleConfig(static.schedule, max(static.steps - static.warmup_steps, 1),
+                          static.final_lr_fraction).schedule(peak)
+    if not static.warmup_steps:
+        return rest
+    ramp = lambda count: peak * jnp.minimum(1.0, (count + 1.0) / warm)  # noqa: E731
+    return optax.join_schedules([ramp, rest], [static.warmup_steps])
 
 
 def optimizer(static: TransformerStatic):
@@ -246,15 +151,17 @@ def _eval_batches(cfg) -> tuple[int, int]:
 
 def evaluate(key, params, factor, n_context: int, noise, *, n_batches: int, batch: int,
              head_dim: int, draw_xi: bool = False):
-    """Per run (leading axis of ``params``) and noise level: moments of the squared error and
-    of its paired difference to the Bayes predictor on the same prompts.
+    """Per run (leading axis of ``params``) and noise level: Monte Carlo moments of the squared
+    error, its cross-moments between levels, and those of its paired difference to the Bayes
+    predictor, all on the same prompts.
 
     ``noise``: (P, 2) (σ², σ_x²) pairs (:func:`references.noise_pairs`); ``draw_xi``: draw the
-    context input noise (static; False when every σ_x² is 0).  Returns (runs, P, 4): E[e],
-    E[e²], E[e − e_B], E[(e − e_B)²], e_B the error of the label-noise posterior mean on the
-    shown context (the Bayes predictor only where σ_x² = 0; :func:`assess` drops the rest).
-    The prompt stream is :func:`references.draw_eval` (and :func:`references.draw_input_noise`)
-    on ``split(key, n_batches)``, as in :func:`references.reference_risks`.
+    context input noise (static; False when every σ_x² is 0).  Returns ``(m, cross)``: m
+    (runs, P, 4) = E[e], E[e²], E[e − e_B], E[(e − e_B)²]; cross (runs, P, P) = E[e_j e_k],
+    e_B the error of the label-noise posterior mean on the shown context (the Bayes predictor
+    only where σ_x² = 0; :func:`assess` drops the rest).  The prompt stream is
+    :func:`references.draw_eval` (and :func:`references.draw_input_noise`) on
+    ``split(key, n_batches)``, as in :func:`references.reference_risks`.
     """
     keys = jax.random.split(key, n_batches)
     levels = jnp.asarray(noise, jnp.result_type(float))
@@ -272,19 +179,22 @@ def evaluate(key, params, factor, n_context: int, noise, *, n_batches: int, batc
 
             def run(p):
                 pred = tfm.predict(p["weights"], p["masks"], x, y, prompts.x_query, head_dim)
-                e = (pred - prompts.y_query) ** 2
-                g = e - eb
-                return jnp.stack([e.mean(), (e * e).mean(), g.mean(), (g * g).mean()])
+                return (pred - prompts.y_query) ** 2
 
-            return jax.vmap(run)(params)
+            return jax.vmap(run)(params), eb
 
-        out = jax.lax.map(level, levels)  # (levels, runs, 4)
-        return acc + jnp.swapaxes(out, 0, 1), None
+        e, eb = jax.lax.map(level, levels)  # (P, runs, batch), (P, batch)
+        g = e - eb[:, None]
+        m = jnp.stack([e.mean(-1), (e * e).mean(-1), g.mean(-1), (g * g).mean(-1)], -1)
+        cross = jnp.einsum("prb,qrb->rpq", e, e) / batch
+        return (acc[0] + jnp.swapaxes(m, 0, 1), acc[1] + cross), None
 
     runs = jax.tree_util.tree_leaves(params)[0].shape[0]
-    zero = jnp.zeros((runs, levels.shape[0], 4), jnp.result_type(float))
-    total, _ = jax.lax.scan(per_batch, zero, keys)
-    return total / n_batches
+    dtype = jnp.result_type(float)
+    p = levels.shape[0]
+    zero = (jnp.zeros((runs, p, 4), dtype), jnp.zeros((runs, p, p), dtype))
+    (m, cross), _ = jax.lax.scan(per_batch, zero, keys)
+    return m / n_batches, cross / n_batches
 
 
 _evaluate = jax.jit(evaluate, static_argnames=("n_context", "n_batches", "batch", "head_dim",
@@ -302,77 +212,65 @@ def _ladder(cfg, n_context: int, pretrain_noise: float) -> np.ndarray:
 
 
 def assess(cfg: TransformerSweepConfig, static: TransformerStatic, runs: Runs, params, loss, key):
-    """Noisy-prompt risks (± SE), the gap to the Bayes floor, verdicts, effective rank, slope.
-
-    Risks are on the (σ², σ_x²) grid; the effective rank and the noise line are fitted along
-    σ² at each σ_x² level (against the ladder at that σ_x²).  The Bayes gap is NaN where
-    σ_x² > 0.  Verdicts use the lowest (σ², σ_x²).
-    """
+    """Noisy-prompt risks (± SE) on the (σ², σ_x²) grid, their Monte Carlo covariance across σ²
+    at each σ_x² (paired on the same prompts), the gap to the Bayes floor (NaN where
+    σ_x² > 0) and the verdicts (trivial at the lowest (σ², σ_x²); :func:`convergence`)."""
     n_batches, batch = _eval_batches(cfg)
     factor = jnp.asarray(np.linalg.cholesky(cfg.spectrum.covariance()), jnp.result_type(float))
     params = {"weights": params["weights"], "masks": params["masks"]}
     pairs, draw_xi, shape = refs.noise_pairs(cfg.eval.label_noise, cfg.eval.input_noise)
-    m = np.asarray(_evaluate(key, params, factor, static.n_context, pairs,
-                             n_batches=n_batches, batch=batch, head_dim=static.shape.head_dim,
-                             draw_xi=draw_xi), float)
-    m = m.reshape(m.shape[0], *shape, 4)  # (runs, σ², σ_x², 4)
+    m, cross = _evaluate(key, params, factor, static.n_context, pairs, n_batches=n_batches,
+                         batch=batch, head_dim=static.shape.head_dim, draw_xi=draw_xi)
+    m, cross = np.asarray(m, float), np.asarray(cross, float)
     n_total = n_batches * batch
-    risk, se = refs._mean_se(m[..., :2], n_total)
-    gap, gap_se = refs._mean_se(m[..., 2:], n_total)
+    risk, se = mean_and_se(m[..., 0], m[..., 1], n_total)
+    gap, gap_se = mean_and_se(m[..., 2], m[..., 3], n_total)
+    cov = (cross - risk[:, :, None] * risk[:, None, :]) / (n_total - 1)
+    k, i = shape if len(shape) == 2 else (shape[0], 1)
+    cov = cov.reshape(len(runs), k, i, k, i)
+    cov = np.stack([cov[:, :, b, :, b] for b in range(i)], axis=1)  # (runs, σ_x², σ², σ²)
+    risk, se, gap, gap_se = (v.reshape(len(runs), *shape) for v in (risk, se, gap, gap_se))
     sx2 = np.asarray(cfg.eval.input_noise, float)
     gap, gap_se = (np.where(sx2 > 0, np.nan, v) for v in (gap, gap_se))
     trace = float(np.trace(cfg.spectrum.covariance()))
     s2 = np.asarray(cfg.eval.label_noise, float)
     loss = np.asarray(loss, float)
-    tail = max(1, loss.shape[1] // 10)
-    final_loss = loss[:, -tail:].mean(axis=1)
-    finite = np.all(np.isfinite(risk), axis=(1, 2)) & np.isfinite(final_loss)
+    final_loss = loss[:, -max(1, loss.shape[1] // 10):].mean(axis=1)
+    finite = np.all(np.isfinite(risk), axis=(1, 2)) & np.all(np.isfinite(loss), axis=1)
     lowest = (int(np.argmin(s2)), int(np.argmin(sx2)))
     trivial = finite & (risk[:, lowest[0], lowest[1]] >= (1.0 - cfg.eval.trivial_tolerance)
                         * trace)
-    verdict = np.where(~finite, "diverged", np.where(trivial, "trivial", "trained"))
-    d = cfg.spectrum.eigenvalues().size
-    k = sx2.size
-    eff = np.full((len(runs), k, 3), -1, np.int64)
-    chi2 = np.full((len(runs), k, d + 1), np.nan)
-    line = np.full((len(runs), k, 4), np.nan)
-    for i in range(len(runs)):
-        ladder = _ladder(cfg, static.n_context, float(runs["train_label_noise"][i]))
-        for b in range(k):
-            fit = refs.fit_effective_rank(risk[i, :, b], se[i, :, b], ladder[:, b],
-                                          cfg.eval.fit_tolerance)
-            eff[i, b] = (fit.rank, fit.lo, fit.hi)
-            chi2[i, b] = fit.chi2
-            line[i, b] = refs.fit_noise_line(s2, risk[i, :, b], se[i, :, b])
+    conv, slope, slope_se, rel = convergence(np.where(np.isfinite(loss), loss, 0.0),
+                                             window=cfg.eval.converged_window,
+                                             tolerance=cfg.eval.converged_tolerance)
+    verdict = np.where(~finite, "diverged", np.where(
+        trivial, "trivial", np.where(conv, "converged", "not_converged")))
     return {
-        "eval_risk": risk, "eval_se": se, "bayes_gap": gap, "bayes_gap_se": gap_se,
-        "final_loss": final_loss, "effective_rank": eff[..., 0], "effective_rank_lo": eff[..., 1],
-        "effective_rank_hi": eff[..., 2], "fit_chi2": chi2, "clean_fit": line[..., 0],
-        "noise_slope": line[..., 1], "clean_fit_se": line[..., 2], "noise_slope_se": line[..., 3],
-        "verdict": verdict, "diverged": ~finite,
+        "eval_risk": risk, "eval_se": se, "eval_mc_cov": cov, "bayes_gap": gap,
+        "bayes_gap_se": gap_se, "final_loss": final_loss, "loss_slope": slope,
+        "loss_slope_se": slope_se, "loss_drop_80": rel, "verdict": verdict,
+        "diverged": ~finite,
     }
 
 
 def run_vars(cfg: TransformerSweepConfig) -> dict:
     noise = ("label_noise", "input_noise")
-    fit = ("input_noise",)
     return {
         "eval_risk": (noise, {"long_name": "Monte Carlo risk E[(ŷ − y_q)²] on prompts with "
                               "context label noise σ² and context input noise σ_x²"}),
         "eval_se": (noise, {"long_name": "standard error of eval_risk"}),
+        "eval_mc_cov": (("input_noise", "label_noise", "label_noise_2"),
+                        {"long_name": "Monte Carlo covariance of eval_risk between two σ² "
+                         "levels at one σ_x² (same prompts at every level)"}),
         "bayes_gap": (noise, {"long_name": "eval_risk − Bayes risk, paired on the same prompts "
                               "(NaN where σ_x² > 0: no closed-form Bayes predictor there)"}),
         "bayes_gap_se": (noise, {"long_name": "standard error of bayes_gap (paired)"}),
         "final_loss": ((), {"long_name": "training loss, mean over the last 10 % of steps"}),
-        "effective_rank": (fit, {"long_name": "r minimising χ²_r of eval_risk along σ² against "
-                                 "L_r(σ²) (the LSA ladder at the run's σ₀² and this σ_x²)"}),
-        "effective_rank_lo": (fit, {"long_name": "smallest r with χ²_r ≤ χ²_min + tolerance"}),
-        "effective_rank_hi": (fit, {"long_name": "largest r with χ²_r ≤ χ²_min + tolerance"}),
-        "fit_chi2": (("input_noise", "rank_all"), {"long_name": "χ²_r of the effective-rank fit"}),
-        "clean_fit": (fit, {"long_name": "intercept a of the weighted line eval_risk ≈ a + S σ²"}),
-        "clean_fit_se": (fit, {"long_name": "standard error of clean_fit"}),
-        "noise_slope": (fit, {"long_name": "slope S of the weighted line eval_risk ≈ a + S σ²"}),
-        "noise_slope_se": (fit, {"long_name": "standard error of noise_slope"}),
+        "loss_slope": ((), {"long_name": "slope of the training loss per step over the final "
+                            "eval.converged_window of steps"}),
+        "loss_slope_se": ((), {"long_name": "standard error of loss_slope"}),
+        "loss_drop_80": ((), {"long_name": "(mean loss over the 10 % of steps before 80 %) / "
+                              "(mean over the final 10 %) − 1"}),
     }
 
 
@@ -437,260 +335,17 @@ def oracle_vars(cfg: TransformerSweepConfig, coords: dict):
         "covariance": (("i", "j"), cov),
         "trivial_risk": ((), float(np.trace(cov)), {"long_name": "risk of ŷ = 0: tr Λ"}),
     }
-    new_coords = {"label_noise": s2, "input_noise": sx2, "rank_all": np.arange(d + 1),
+    new_coords = {"label_noise": s2, "label_noise_2": s2, "input_noise": sx2,
+                  "rank_all": np.arange(d + 1),
                   "ridge_lambda": lams, "i": np.arange(d), "j": np.arange(d)}
     return data_vars, new_coords, {"head_dim": cfg.model.head_dim,
                                    "mlp_ratio": cfg.model.mlp_ratio}
 
 
-# ------------------------------------------------------------------------ aggregates, summary
-
-def usable(ds):
-    """``ds`` with ``diverged`` widened to the trivial runs too: the runs this setting leaves
-    out of every aggregate (:func:`iclsim.engine.setting.best_scale` drops ``diverged``)."""
-    out = ds.copy()
-    out["diverged"] = ds["diverged"] | (ds["verdict"] == "trivial")
-    return out
-
-
-def _first(ds, keep=("size", "seed", "label_noise", "rank_all")):
-    """The cell at the first value of every other run axis (and of the input noise σ_x²)."""
-    sel = {d: ds[d].values[0] for d in ("n_context", "learning_rate", "init_scale",
-                                        "train_label_noise", "input_noise")
-           if d in ds.dims and d not in keep}
-    return ds.sel(**sel), sel
-
-
-def _one_input_level(cell):
-    """``cell`` at its first σ_x² if that axis is still there (results before eval.input_noise
-    have none)."""
-    return cell.isel(input_noise=0) if "input_noise" in cell.dims else cell
-
-
-def _input_text(ds, value=None) -> str:
-    """``", σ_x²=v"`` for titles, or "" when the result has no input noise (σ_x² = 0 only), so
-    label-noise-only tables read as before."""
-    if "input_noise" not in ds.dims or (ds["input_noise"].size == 1
-                                        and float(ds["input_noise"][0]) == 0.0):
-        return ""
-    v = float(ds["input_noise"][0]) if value is None else float(value)
-    return f", input σ_x²={v:g}"
-
-
-def _seed_stats(values, ok, mc_se):
-    """Mean over usable seeds, SE = √(seed variance / n + mean MC SE²) (NaN if none)."""
-    v = values[ok]
-    if v.size == 0:
-        return np.nan, np.nan
-    seed_var = v.var(ddof=1) / v.size if v.size > 1 else 0.0
-    return float(v.mean()), float(np.sqrt(seed_var + np.mean(mc_se[ok] ** 2)))
-
-
-def size_table(ds, **sel):
-    """Per size: mean risk and SE per σ² (over usable seeds), and the size-level fits.
-
-    Returns a dict of arrays indexed [size] or [size, level]: ``risk``, ``se``, ``gap``,
-    ``gap_se``, ``n_ok``, ``eff`` (rank, lo, hi), ``chi2_dof`` (χ²_min / (levels − 1): ≫ 1
-    when no ladder curve has the measured shape), ``slope``, ``slope_se``, ``clean``,
-    ``clean_se``.  The size-level effective rank fits the seed-mean curve with these SEs.
-    """
-    cell = _one_input_level(ds.sel(**sel) if sel else _first(ds)[0])
-    s0 = float(cell["train_label_noise"]) if "train_label_noise" in cell.coords else 0.0
-    ok_all = ~(cell["diverged"] | (cell["verdict"] == "trivial"))
-    sizes = cell["size"].values
-    k = cell["label_noise"].size
-    out = {key: np.full((sizes.size, k), np.nan) for key in ("risk", "se", "gap", "gap_se")}
-    out.update({key: np.full(sizes.size, np.nan) for key in
-                ("slope", "slope_se", "clean", "clean_se")})
-    out["n_ok"] = np.zeros(sizes.size, int)
-    out["eff"] = np.full((sizes.size, 3), -1, int)
-    out["chi2_dof"] = np.full(sizes.size, np.nan)
-    s2 = cell["label_noise"].values
-    ladder = cell["ladder_risk"].sel(train_label_noise=s0) if "train_label_noise" in \
-        cell["ladder_risk"].dims else cell["ladder_risk"]
-    ladder = ladder.transpose("label_noise", "rank_all").values
-    tol = float(dict(_cfg(ds).get("eval", {})).get("fit_tolerance", 4.0))
-    for a, size in enumerate(sizes):
-        c = cell.sel(size=size)
-        ok = ok_all.sel(size=size).values
-        out["n_ok"][a] = int(ok.sum())
-        for j in range(k):
-            out["risk"][a, j], out["se"][a, j] = _seed_stats(
-                c["eval_risk"].values[:, j], ok, c["eval_se"].values[:, j])
-            out["gap"][a, j], out["gap_se"][a, j] = _seed_stats(
-                c["bayes_gap"].values[:, j], ok, c["bayes_gap_se"].values[:, j])
-        if ok.any():
-            fit = refs.fit_effective_rank(out["risk"][a], out["se"][a], ladder, tol)
-            out["eff"][a] = (fit.rank, fit.lo, fit.hi)
-            out["chi2_dof"][a] = float(fit.chi2[fit.rank]) / max(k - 1, 1)
-            (out["clean"][a], out["slope"][a], out["clean_se"][a],
-             out["slope_se"][a]) = refs.fit_noise_line(s2, out["risk"][a], out["se"][a])
-    return out
-
-
-def _cfg(ds) -> dict:
-    from iclsim.plotting import result_config
-
-    return result_config(ds)
-
-
-def best_size(ds, n_boot: int = 400, seed: int = 0, axis: str = "label_noise", **sel):
-    """Best size per σ² (the engine's :func:`best_scale` on the usable runs) and its bootstrap
-    support: the fraction of resamples of the seeds (per size, with replacement) whose argmin
-    over {0} ∪ sizes is the same.  Returns (best (levels,), support (levels,)).
-
-    ``axis = "input_noise"``: per σ_x² instead (at the σ² of ``sel``, else the first); the
-    other noise axis is taken at its first value unless ``sel`` fixes it."""
-    use = usable(ds)
-    cell, fixed = (use.sel(**sel), dict(sel)) if sel else _first(use)
-    other = "input_noise" if axis == "label_noise" else "label_noise"
-    if other in cell.dims:
-        fixed[other] = cell[other].values[0]
-        cell = cell.isel({other: 0})
-    best = best_scale(use, **fixed).transpose(axis, ...).values.reshape(-1)
-    risk = cell["eval_risk"].transpose("size", "seed", axis).values
-    ok = ~cell["diverged"].transpose("size", "seed").values
-    zero = float(ds["trivial_risk"])
-    sizes = np.concatenate([[0], cell["size"].values])
-    rng = np.random.default_rng(seed)
-    hits = np.zeros(risk.shape[-1])
-    for _ in range(n_boot):
-        means = [np.full(risk.shape[-1], zero)]
-        for a in range(risk.shape[0]):
-            rows = np.flatnonzero(ok[a])
-            if rows.size == 0:
-                means.append(np.full(risk.shape[-1], np.inf))
-                continue
-            pick = rng.choice(rows, rows.size)
-            means.append(risk[a, pick].mean(axis=0))
-        hits += sizes[np.argmin(np.stack(means), axis=0)] == best
-    return best, hits / n_boot
-
-
-def _size_label(ds, size) -> str:
-    c = ds.sel(size=size)
-    return f"{int(size)} (h={int(c['size_heads'])}, d={int(c['size_width'])}, " \
-           f"L={int(c['size_layers'])})"
-
-
 def summary(ds) -> str:
-    """Per size: clean risk, noise slope vs S_r, effective rank, gap to the Bayes floor; risk
-    vs σ² per size with the references; best size vs σ² (with bootstrap support)."""
-    from iclsim.report import format_table
+    from iclsim.transformer import analysis
 
-    lines = []
-    cell, fixed = _first(ds)
-    fixed_text = ", ".join(f"{k}={v:g}" for k, v in fixed.items()
-                           if k not in ("train_label_noise", "input_noise"))
-    input_text = _input_text(ds)
-    s2 = ds["label_noise"].values
-    for s0 in ds["train_label_noise"].values:
-        sel = {**{k: v for k, v in fixed.items() if k != "train_label_noise"},
-               "train_label_noise": s0}
-        tab = size_table(ds, **sel)
-        c = ds.sel(**sel)  # one N, learning rate, init scale and σ₀²
-        slope_th = c["ladder_slope"]
-        rows = []
-        for a, size in enumerate(ds["size"].values):
-            verdicts = c.sel(size=size)["verdict"].values.ravel().astype(str)
-            vtext = ", ".join(f"{v} x{int(np.sum(verdicts == v))}" for v in dict.fromkeys(verdicts))
-            r, lo, hi = tab["eff"][a]
-            per_run = c.sel(size=size)["effective_rank"].values.ravel()
-            s_r = float(slope_th.sel(rank_all=r)) if r >= 0 else np.nan
-            rows.append((_size_label(ds, size), int(ds["param_count"].sel(size=size)), vtext,
-                         f"{tab['risk'][a, 0]:.3f}±{tab['se'][a, 0]:.3f}",
-                         f"{tab['slope'][a]:.4f}±{tab['slope_se'][a]:.4f}",
-                         f"{r} [{lo},{hi}]" if r >= 0 else "-",
-                         f"{tab['chi2_dof'][a]:.1f}",
-                         ",".join(str(int(v)) for v in per_run),
-                         f"{s_r:.4f}",
-                         f"{tab['gap'][a, 0]:.3f}±{tab['gap_se'][a, 0]:.3f}",
-                         f"{tab['gap'][a, -1]:.3f}±{tab['gap_se'][a, -1]:.3f}"))
-        title = (f"Transformer sizes at {fixed_text}, train σ₀²={s0:g}{input_text} (means over "
-                 "usable seeds, "
-                 "± SE = √(seed var/n + MC SE²); effective rank r [interval] fits the seed-mean "
-                 "risk-vs-σ² curve to the LSA ladder L_r(σ²))")
-        lines.append(format_table(rows, ("size", "params", "verdicts", f"risk σ²={s2[0]:g}",
-                                         "slope S", "eff. rank", "χ²/dof", "per seed", "S_r(eff)",
-                                         f"gap Bayes σ²={s2[0]:g}", f"gap σ²={s2[-1]:g}"), title))
-        lines.append("")
-        best, support = best_size(ds, **sel)
-        r_star = c["best_rank"].values
-        rows = []
-        for j, v in enumerate(s2):
-            risks = [f"{tab['risk'][a, j]:.3f}±{tab['se'][a, j]:.3f}"
-                     for a in range(ds["size"].size)]
-            bayes = float(c["bayes_risk"].sel(label_noise=v))
-            ols = float(c["ols_risk"].sel(label_noise=v))
-            b = best[j]
-            rows.append((f"{v:g}", *risks, f"{bayes:.3f}", f"{ols:.3f}",
-                         "all excluded" if not np.isfinite(b) else int(b),
-                         f"{support[j]:.2f}", int(r_star[j])))
-        heads = [f"size {int(s)}" for s in ds["size"].values]
-        lines.append(format_table(rows, ("σ²", *heads, "Bayes", "OLS", "best size",
-                                         "support", "LSA r*"),
-                                  f"Risk vs context label noise (train σ₀²={s0:g}{input_text});"
-                                  " best size "
-                                  "over {0: ŷ = 0, risk tr Λ} ∪ sizes, support = bootstrap "
-                                  "fraction over seeds"))
-        lines.append(_trend_line(best, support, s2))
-        lines.append("")
-        if "input_noise" in ds.dims and ds["input_noise"].size > 1:
-            lines += _input_noise_table(ds, sel, s0)
-    attrs = ds.attrs
-    lines.append(f"{attrs.get('setting', 'transformer')} sweep {attrs.get('config_hash', '')}: "
-                 f"{attrs.get('compiles', '?')} compile(s), "
-                 f"{float(attrs.get('wall_time_s', 0)):.1f} s on {attrs.get('device_count', '?')}"
-                 f" x {attrs.get('device_kind', '?')}")
-    return "\n".join(lines)
-
-
-def _input_noise_table(ds, sel, s0) -> list[str]:
-    """Risk vs context input noise σ_x² per size at the first σ², the references (least
-    squares; no Bayes floor with input noise), the best size and the LSA's r*(σ², σ_x²)."""
-    from iclsim.report import format_table
-
-    sx2 = ds["input_noise"].values
-    v0 = ds["label_noise"].values[0]
-    base = {k: v for k, v in sel.items() if k != "input_noise"}
-    tabs = [size_table(ds, **base, input_noise=u) for u in sx2]
-    best, support = best_size(ds, axis="input_noise", **base, label_noise=v0)
-    c = ds.sel(**base, label_noise=v0)
-    rows = []
-    for b, u in enumerate(sx2):
-        risks = [f"{tabs[b]['risk'][a, 0]:.3f}±{tabs[b]['se'][a, 0]:.3f}"
-                 for a in range(ds["size"].size)]
-        ladder = c["ladder_risk"].sel(input_noise=u)
-        r_star = int(c["best_rank"].sel(input_noise=u))
-        rows.append((f"{u:g}", *risks, f"{float(c['ols_risk'].sel(input_noise=u)):.3f}",
-                     f"{float(ladder.sel(rank_all=r_star)):.3f}",
-                     "all excluded" if not np.isfinite(best[b]) else int(best[b]),
-                     f"{support[b]:.2f}", r_star))
-    heads = [f"size {int(s)}" for s in ds["size"].values]
-    title = (f"Risk vs context input noise σ_x² at σ²={v0:g} (train σ₀²={s0:g}); LSA: the "
-             "rank-r* optimum's risk R_r*(σ², σ_x²) (Theorem B(b)); no Bayes floor with input "
-             "noise (not closed-form)")
-    return [format_table(rows, ("σ_x²", *heads, "OLS", "LSA R_r*", "best size", "support",
-                                "LSA r*"), title),
-            _trend_line(best, support, sx2, "σ_x²"), ""]
-
-
-def _trend_line(best, support, s2, symbol="σ²") -> str:
-    """Does the best size fall as σ² grows?  Counted over consecutive σ² levels."""
-    b = np.asarray(best, float)
-    ok = np.isfinite(b)
-    b, s = b[ok], np.asarray(s2)[ok]
-    if b.size < 2:
-        return "best size: too few levels"
-    steps = np.diff(b)
-    falls, rises = int(np.sum(steps < 0)), int(np.sum(steps > 0))
-    where = ", ".join(f"{symbol} {s[i]:g}→{s[i + 1]:g}" for i in np.flatnonzero(steps > 0))
-    verdict = (f"the best size never rises as {symbol} grows" if rises == 0
-               else f"the best size RISES at {rises} step(s) ({where})")
-    return (f"best size: {int(b[0])} at {symbol}={s[0]:g} → {int(b[-1])} at {symbol}={s[-1]:g}; "
-            "falls at "
-            f"{falls} of {steps.size} consecutive steps; {verdict}; mean bootstrap support "
-            f"{float(np.mean(np.asarray(support)[ok])):.2f}")
+    return analysis.summary(ds)
 
 
 def figures(ds, out_dir, formats):
