@@ -106,8 +106,10 @@ def _result_folder(root: Path) -> Path:
 
 
 def _summary(stdout: str) -> str:
-    """The summary table printed by run/show (up to the 'result:' line)."""
-    return stdout.split("\nresult:")[0].strip()
+    """The summary table printed by run/show (up to the 'result:' line), without the lines
+    JAX's CPU collectives (Gloo) print when the processes connect."""
+    lines = stdout.split("\nresult:")[0].splitlines()
+    return "\n".join(line for line in lines if not line.startswith("[Gloo]")).strip()
 
 
 def assert_same_runs(ds, ref, exact: bool, what: str):
@@ -232,6 +234,22 @@ def test_missing_process_id_from_the_environment_is_one_line(tmp_path):
         "iclsim: error: --process-id: missing; give 0..1 or set JAX_PROCESS_ID"]
     assert proc.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_taken_coordinator_port_is_named(tmp_path):
+    """Process 0 whose port another program holds stops at once, exit 2, with a last line
+    naming the port (what launch() retries on); no result folder is made."""
+    with socket.socket() as taken:
+        taken.bind(("localhost", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(_host_cmd(tmp_path / "out", port, 0), env=_env(2), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)  # guard; ~5 s
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].startswith(
+        f"iclsim: error: --coordinator: process 0 cannot listen on port {port} (")
+    assert proc.stderr.splitlines()[-1].endswith("is the port in use? choose another free port")
+    assert not list((tmp_path / "out").rglob("*"))  # the output root at most, empty
 
 
 # ---------------------------------------------------------------- kill one host, resume
