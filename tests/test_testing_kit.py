@@ -114,6 +114,26 @@ def test_worked_example_fails_naming_the_wrong_direction(example, monkeypatch, d
     assert f"λ_{direction} = {lam[direction - 1]:.6g}" in message
 
 
+def _python_blocks():
+    text = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_docs_show_the_example_file_verbatim():
+    assert _python_blocks()[0] == EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_docs_property_test_snippet_runs():
+    """The strategies snippet of docs/testing.md, with the oracle as the user's solver."""
+    namespace = {"my_solver": lambda cov, n, r, s02: lin.optimal_gamma(
+        cov, n, r, pretrain_label_noise=s02)}
+    exec(compile(_python_blocks()[1], "<docs/testing.md>", "exec"), namespace)
+    namespace["test_my_solver_finds_the_optimum"]()
+    namespace["my_solver"] = lambda cov, n, r, s02: lin.optimal_gamma(cov, n, r) * 1.01
+    with pytest.raises(AssertionError, match="direction"):
+        namespace["test_my_solver_finds_the_optimum"]()
+
+
 # --------------------------------------------------------------------------------------
 # Strategies draw only valid configurations
 # --------------------------------------------------------------------------------------
