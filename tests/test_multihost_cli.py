@@ -121,9 +121,10 @@ def assert_same_runs(ds, ref, exact: bool, what: str):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=0, err_msg=f"{what}: {name}")
 
 
-# Expected time: about 1 min on a free 2-core machine (two processes that each import JAX and
-# compile the chunk program and the evaluation, then one single-process run); 2-3 min when the
-# cores are shared.  The timeouts in launch() and _single() are guards only.
+# Expected time: two processes that each import JAX and compile the chunk program and the
+# evaluation programs (~20 compiles), then one single-process run of the same sweep; measured
+# 3.5 min on 2 cores shared with other jobs (load average ~12), much less on free cores.  The
+# timeouts in launch() and _single() are guards only.
 def test_two_hosts_from_the_command_line_equal_one(tmp_path, capsys):
     started = time.perf_counter()
     hosts = launch(tmp_path / "mh")
@@ -266,11 +267,11 @@ def test_kill_one_host_and_rerun_resumes_bitwise(tmp_path):
     killed = launch(tmp_path / "cut", env=env, kill_after={1: 2})
     assert killed[1][0] == -signal.SIGKILL, killed[1][2][-2000:]
     folder = _result_folder_or_config(tmp_path / "cut")
-    assert list(folder.glob("group-000.ckpt.p1.npz")) and not list(folder.glob("result*.nc"))
+    assert (folder / "group-000.ckpt.p1.npz").exists() and not (folder / "result.p1.nc").exists()
     resumed = launch(tmp_path / "cut", env=env)
     for pid, (code, out, err) in enumerate(resumed):
         assert code == 0, f"process {pid}:\n{err[-3000:]}"
-        assert "resumed run" in out
+    assert "resumed run" in resumed[1][1]  # from its checkpoint after chunk 2 of 4
     ds = store.load_result(_result_folder(tmp_path / "cut"))
     ref = store.load_result(_result_folder(tmp_path / "whole"))
     assert_same_runs(ds, ref, exact=True, what="killed and resumed vs uninterrupted")
