@@ -195,16 +195,26 @@ def assert_lsa_optimal(gamma_or_params, cov, n_context, rank, *, rtol=1e-4, atol
 
     Parameters
     ----------
-    gamma_or_params : (d, d) array or iclsim LSA parameter pytree (see :func:`lsa_gamma`).
-    cov : (d, d) symmetric positive-definite Λ.
-    n_context : int >= 1, N.
-    rank : int in [0, d], r.
-    rtol, atol : tolerances (a model trained on fresh prompts needs rtol of a few percent).
-    label_noise, input_noise : σ², σ_x² of the evaluation context, for the risk check.
-    pretrain_label_noise : σ₀² the model was trained with; sets γ_i.
+    gamma_or_params : (d, d) array or iclsim LSA parameter pytree
+        See :func:`lsa_gamma`.
+    cov : (d, d) array
+        Symmetric positive-definite Λ.
+    n_context : int >= 1
+        N.
+    rank : int in [0, d]
+        r.
+    rtol, atol : float
+        Tolerances (a model trained on fresh prompts needs rtol of a few percent).
+    label_noise, input_noise : float >= 0
+        σ², σ_x² of the evaluation context, for the risk check.
+    pretrain_label_noise : float >= 0
+        σ₀² the model was trained with; sets γ_i.
 
-    Raises ``AssertionError`` naming each direction that is off: its eigenvalue, the
-    value found, the value expected, the error and the tolerance.
+    Raises
+    ------
+    AssertionError
+        Naming each direction that is off: its eigenvalue, the value found, the value
+        expected, the error and the tolerance.
     """
     parts = None
     if isinstance(gamma_or_params, Mapping) and "weights" in gamma_or_params:
@@ -426,19 +436,31 @@ def assert_parity_optimal(model, pi, n_context, heads, *, k, distractor_bits=0, 
 
     Parameters
     ----------
-    model : an iclsim parity parameter pytree ``{"weights": {"logits", "readout"},
-        "head_mask"}`` (:mod:`iclsim.parity.model`; the active heads are those of the
-        mask) or a pair ``(attention, readout)`` of shapes (m, D) and (m,), attention rows
-        on the simplex.
-    pi : (K,) importances, sorted decreasing, summing to 1.
-    n_context : int >= 1, N.
-    heads : int in [0, K], m: the number of heads the model should have.
-    k : parity degree (block size); ``distractor_bits`` D₀: D = K·k + D₀.
-    mass, rtol, atol : tolerances (above).
-    label_flip, bit_flip : p, q in [0, 0.5] of the evaluation context, for the risk check.
+    model : parameter pytree or (attention, readout)
+        An iclsim parity parameter pytree with ``weights`` (``logits``, ``readout``) and
+        ``head_mask`` (:mod:`iclsim.parity.model`; the active heads are those of the
+        mask), or a pair ``(attention, readout)`` of shapes (m, D) and (m,), attention
+        rows on the simplex.
+    pi : (K,) array
+        Importances, sorted decreasing, summing to 1.
+    n_context : int >= 1
+        N.
+    heads : int in [0, K]
+        m, the number of heads the model should have.
+    k : int >= 1
+        Parity degree (block size).
+    distractor_bits : int >= 0
+        D₀; the attention has D = K·k + D₀ columns.
+    mass, rtol, atol : float
+        Tolerances (above).
+    label_flip, bit_flip : float in [0, 0.5]
+        p, q of the evaluation context, for the risk check.
 
-    Raises ``AssertionError`` naming each head that is off (its block, attention mass,
-    readout, the expected values and the error) and each top block left uncovered.
+    Raises
+    ------
+    AssertionError
+        Naming each head that is off (its block, attention mass, readout, the expected
+        values and the error) and each top block left uncovered.
     """
     pi = par.check_pi(pi)
     n_feat = pi.shape[0]

@@ -210,7 +210,10 @@ def spectra(d=None, gap=1e-3, *, min_d=1, max_d=6, low=0.1, high=10.0, ties=Fals
     ties : bool
         Force at least one exact tie.
 
-    Returns a strategy of (d,) float64 arrays.
+    Returns
+    -------
+    hypothesis strategy
+        Of (d,) float64 arrays.
     """
     st = _st()
     ties = bool(ties)
@@ -288,7 +291,10 @@ def importances(K=None, gap=1e-3, *, min_K=1, max_K=6, min_pi=0.02, ties=False):
     ties : bool
         Force at least one exact tie.
 
-    Returns a strategy of (K,) float64 arrays.
+    Returns
+    -------
+    hypothesis strategy
+        Of (K,) float64 arrays.
     """
     st = _st()
     ties = bool(ties)
