@@ -341,6 +341,17 @@ def test_lsa_ties_accept_every_optimum_and_say_so():
     assert "not unique" in message and "tied directions 2..3" in message
 
 
+def test_lsa_float32_covariance_is_read_but_an_asymmetric_one_is_refused():
+    cov32 = COV4.astype(np.float32)
+    cov32[0, 1] += 2e-7  # float32 rounding: symmetric to 1e-7 relative
+    good = gamma_r(LAM4.copy(), U4, N4, 2)
+    kit.assert_lsa_optimal(good.astype(np.float32), cov32, N4, 2, rtol=1e-5)
+    with pytest.raises(ValueError, match="symmetric"):
+        kit.assert_lsa_optimal(good, COV4 + np.triu(np.full((4, 4), 0.1), 1), N4, 2)
+    with pytest.raises(ValueError, match="shape"):
+        kit.assert_lsa_optimal(good[:3, :3], COV4, N4, 2)
+
+
 def _reduced_params(gamma, r_max, rank):
     """iclsim reduced-LSA parameters with Γ = (A∘m) Bᵀ equal to the given rank-≤rank Γ."""
     uu, s, vt = np.linalg.svd(gamma)
@@ -354,10 +365,13 @@ def test_lsa_parameter_pytrees_of_every_parametrisation():
     rng = np.random.default_rng(7)
     with jax.enable_x64(True):  # float64 weights, compared exactly
         # Γ of random (non-symmetric) weights: the kit's float64 reading equals the model's.
-        for kind in lsa.PARAMETRIZATIONS:
-            params = lsa.init(jax.random.key(int(rng.integers(1 << 30))),
-                              lsa.LSAConfig(4, 3, kind), rank=2, scale=1.0)
-            params = jax.tree.map(np.asarray, params)
+        mask = np.array([1.0, 1.0, 0.0])  # rank 2 of r_max = 3
+        for kind, shapes in [("reduced", {"a": (4, 3), "b": (4, 3)}),
+                             ("block", {"a": (4, 3), "b": (4, 3), "u": ()}),
+                             ("full", {"w_pv": (5, 5), "a": (5, 3), "b": (5, 3)})]:
+            params = {"weights": {name: rng.standard_normal(shape)
+                                  for name, shape in shapes.items()}, "rank_mask": mask}
+            assert lsa.parametrization_of(params) == kind
             np.testing.assert_allclose(kit.lsa_gamma(params), lsa.effective_gamma(params),
                                        rtol=0, atol=1e-12)
         good = gamma_r(LAM4.copy(), U4, N4, 2)

@@ -116,6 +116,15 @@ def lsa_gamma(gamma_or_params) -> np.ndarray:
     return gamma
 
 
+def _cov(cov) -> np.ndarray:
+    """Λ as float64, symmetrised when it is symmetric to float32 rounding (a float32 model's Λ)."""
+    arr = np.asarray(cov, dtype=float)
+    if arr.ndim == 2 and arr.shape[0] == arr.shape[1] and np.all(np.isfinite(arr)):
+        if np.max(np.abs(arr - arr.T), initial=0.0) <= 1e-6 * np.max(np.abs(arr), initial=0.0):
+            arr = 0.5 * (arr + arr.T)
+    return check_covariance(arr)
+
+
 def _check_gamma_shape(gamma, cov):
     d = cov.shape[0]
     if gamma.shape != (d, d):
@@ -146,7 +155,7 @@ def excess_risk(gamma_or_params, cov, n_context, rank, *, label_noise=0.0, input
     layer's risk).
     """
     gamma = lsa_gamma(gamma_or_params)
-    cov = check_covariance(cov)
+    cov = _cov(cov)
     _check_gamma_shape(gamma, cov)
     risk = lin.population_risk(gamma, cov, n_context, label_noise=label_noise,
                                input_noise=input_noise)
@@ -220,8 +229,8 @@ def assert_lsa_optimal(gamma_or_params, cov, n_context, rank, *, rtol=1e-4, atol
     if isinstance(gamma_or_params, Mapping) and "weights" in gamma_or_params:
         parts = _lsa_parts(gamma_or_params)
     gamma = parts[1] if parts else lsa_gamma(gamma_or_params)
-    cov = np.asarray(cov, dtype=float)
-    lam, u = lin.eigh_descending(cov)  # validates cov
+    cov = _cov(cov)
+    lam, u = lin.eigh_descending(cov)
     d = lam.shape[0]
     _check_gamma_shape(gamma, cov)
     n = int(n_context)
