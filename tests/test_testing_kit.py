@@ -312,6 +312,12 @@ def test_lsa_wrong_pretraining_noise_fails_and_names_the_noise_that_fits():
     want = N4 / ((N4 + 1) * LAM4[0] + LAM4.sum() + 2.0) - N4 / ((N4 + 1) * LAM4[0] + LAM4.sum())
     assert error_of(message, "direction 1 ") == pytest.approx(want, rel=1e-3)
     assert "σ₀² ≈ 2," in message
+    # The other way round: a clean-trained model claimed to be trained at σ₀² = 2.
+    with pytest.raises(AssertionError) as info:
+        kit.assert_lsa_optimal(gamma_r(LAM4.copy(), U4, N4, 2), COV4, N4, 2,
+                               pretrain_label_noise=2.0)
+    assert error_of(str(info.value), "direction 1 ") == pytest.approx(-want, rel=1e-3)
+    assert "σ₀² ≈ 0," in str(info.value)
 
 
 def test_lsa_wrong_evaluation_noise_fails_on_the_risk():

@@ -377,6 +377,8 @@ def _lsa_hints(g, lam, u, gamma, n, r, t, s02, tol, err, in_group):
         implied = np.array([n / g[i, i] - (n + 1.0) * lam[i] - t for i in kept])
         spread = float(implied.max() - implied.min())
         centre = float(np.median(implied))
+        if abs(centre) <= 1e-8 * (t + (n + 1.0) * lam[0]):
+            centre = 0.0  # rounding noise of N/γ − (N+1)λ − t
         if spread <= 0.05 * max(1.0, abs(centre)) and abs(centre - s02) > 0.05 * max(1.0, s02):
             notes.append(
                 f"the kept directions fit γ_i = N/((N+1)λ_i + t + σ₀²) with σ₀² ≈ {_fmt(centre)}, "
