@@ -237,6 +237,28 @@ def test_missing_process_id_from_the_environment_is_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_slurm_job_is_detected_and_flags_take_precedence(monkeypatch):
+    """Under srun JAX's cluster detection gives what the flags and environment leave unset
+    (coordinator: the step's first node, on a port derived from the job id)."""
+    from iclsim.engine import distributed
+
+    for name in SETUP_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "gpu[003-004]",
+                        "SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1"}.items():
+        monkeypatch.setenv(name, value)
+    setup = distributed.resolve()
+    assert (setup.coordinator, setup.num_processes, setup.process_id) == \
+        ("gpu003:61586", 8, 5)  # 4242 % 4096 + 61440
+    monkeypatch.setenv("JAX_PROCESS_ID", "2")
+    setup = distributed.resolve(coordinator="10.0.0.1:1234")
+    assert (setup.coordinator, setup.num_processes, setup.process_id) == ("10.0.0.1:1234", 8, 2)
+    monkeypatch.setenv("JAX_PROCESS_ID", "8")
+    with pytest.raises(distributed.DistributedSetupError,
+                       match=r"^JAX_PROCESS_ID: 8 is out of range; give 0\.\.7 \(8 processes\)$"):
+        distributed.resolve()
+
+
 def test_taken_coordinator_port_is_named(tmp_path):
     """Process 0 whose port another program holds stops at once, exit 2, with a last line
     naming the port (what launch() retries on); no result folder is made."""

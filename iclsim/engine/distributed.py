@@ -139,9 +139,7 @@ def resolve(coordinator: str | None = None, num_processes: int | str | None = No
                 values[key], source[key] = value, f"cluster:{cluster}"
 
     def where(key):
-        src = source[key]
-        return f"{FLAG[key]} (from {src.partition(':')[2]})" if src.startswith("cluster:") \
-            else src
+        return _named(source, key)
 
     n = None
     if values["num_processes"] is not None:
@@ -198,7 +196,11 @@ def initialize(coordinator: str | None = None, num_processes: int | str | None =
 def where(setup: Setup, key: str) -> str:
     """How the user gave ``key`` of ``setup``: its flag, environment variable, or the flag
     it stands for with the detected cluster it came from."""
-    src = setup.source.get(key, FLAG[key])
+    return _named(setup.source, key)
+
+
+def _named(source: dict, key: str) -> str:
+    src = source.get(key, FLAG[key])
     return f"{FLAG[key]} (from {src.partition(':')[2]})" if src.startswith("cluster:") else src
 
 
