@@ -108,7 +108,6 @@ class TransformerSweepConfig(CommonSweep):
                               f"train.steps ({self.train.steps})")
 
     def axis_values(self) -> dict:
-        from iclsim.engine.setting import axis_values
-        from iclsim.transformer.sweep import TRANSFORMER
+        from iclsim.engine.setting import axis_values, get_setting
 
-        return axis_values(self, TRANSFORMER)
+        return axis_values(self, get_setting("transformer"))
