@@ -342,7 +342,7 @@ def importances(K=None, gap=1e-3, *, min_K=1, max_K=6, min_pi=0.02, ties=False):
 
 
 def noise_levels(kind="variance", *, max_value=None):
-    """Strategy: one noise level, exactly 0 about half of the time.
+    """Strategy: one noise level, often exactly 0 (the clean case).
 
     ``kind="variance"``: a variance σ², σ_x² or σ₀² of setting 1 in ``[0, max_value]``
     (default 4.0; ``docs/theory/linear.md``, Theorem B).  ``kind="flip"``: a flip
@@ -375,8 +375,8 @@ def linear_configs(d=None, *, min_d=1, max_d=5, min_n_context=1, max_n_context=6
     Draws Λ by :func:`covariances`, N in ``[min_n_context, max_n_context]`` and r in
     ``[0, d]``: :func:`iclsim.linear.oracle.optimal_gamma` (``on_tie="raise"``),
     ``optimal_risk`` and ``population_risk`` accept every draw.  With ``noise=True`` the
-    three variances σ², σ_x², σ₀² are drawn by :func:`noise_levels` (each 0 about half
-    of the time), else they are 0.  With ``ties=True`` the spectrum has a tie and r sits
+    three variances σ², σ_x², σ₀² are drawn by :func:`noise_levels` (each often 0),
+    else they are 0.  With ``ties=True`` the spectrum has a tie and r sits
     on it (λ_r == λ_{r+1}), so the rank-r optimum is not unique (Theorem A of
     ``docs/theory/linear.md``; ``optimal_gamma`` then needs ``on_tie="warn"`` or
     ``"ignore"``).
