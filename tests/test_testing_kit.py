@@ -10,7 +10,6 @@ import importlib.util
 import re
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import jax
@@ -23,7 +22,6 @@ from hypothesis import strategies as st
 import iclsim.testing as kit
 from iclsim.linear import model as lsa
 from iclsim.linear import oracle as lin
-from iclsim.parity import model as pm
 from iclsim.parity import oracle as par
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,7 +291,7 @@ def test_lsa_wrong_rank_fails_and_says_which_rank_fits(true_rank, asked):
         want if true_rank > asked else -want, rel=1e-3)
     assert f"matches the rank-{true_rank} optimum" in message
     if true_rank > asked:
-        assert f"3 singular values above the tolerance" in message
+        assert "3 singular values above the tolerance" in message
 
 
 def test_lsa_wrong_rank_mask_fails():
