@@ -283,7 +283,8 @@ def test_kill_one_host_and_rerun_resumes_bitwise(tmp_path):
     manager would, rerun the same two commands: the merged result is bitwise the one of an
     uninterrupted run."""
     cache = tmp_path / "xla-cache"  # the three launches compile the same programs
-    env = _env(2, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env = _env(2, JAX_COMPILATION_CACHE_DIR=str(cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     whole = launch(tmp_path / "whole", env=env)
     assert [code for code, _, _ in whole] == [0, 0], whole[0][2][-2000:] + whole[1][2][-2000:]
     killed = launch(tmp_path / "cut", env=env, kill_after={1: 2})

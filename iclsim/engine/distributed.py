@@ -34,12 +34,17 @@ from iclsim.engine.config import ConfigError
 __all__ = ["DistributedSetupError", "Setup", "resolve", "initialize", "wait_for_all",
            "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID"]
 
+#: Process 0's ``HOST:PORT`` (JAX reads it too).
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
+#: The number of processes (read here; the installed JAX does not).
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
+#: This process, ``0..N-1`` (read here; the installed JAX does not).
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
 
+#: The CLI flag of each value (named in the error messages).
 FLAG = {"coordinator": "--coordinator", "num_processes": "--num-processes",
         "process_id": "--process-id"}
+#: The environment variable of each value.
 ENV = {"coordinator": ENV_COORDINATOR, "num_processes": ENV_NUM_PROCESSES,
        "process_id": ENV_PROCESS_ID}
 
@@ -50,6 +55,9 @@ class DistributedSetupError(ConfigError):
 
 @dataclass(frozen=True)
 class Setup:
+    """A complete, checked multi-host set-up: process 0's ``HOST:PORT``, the number of
+    processes and this process's id (``0 <= process_id < num_processes``)."""
+
     coordinator: str
     num_processes: int
     process_id: int
@@ -92,7 +100,7 @@ def _present(env) -> bool:
         return False
 
 
-def _integer(value, name: str, source: str, lo: int, allowed: str) -> int:
+def _integer(value, source: str, lo: int, allowed: str) -> int:
     text = str(value).strip()
     try:
         number = int(text)
@@ -143,7 +151,7 @@ def resolve(coordinator: str | None = None, num_processes: int | str | None = No
 
     n = None
     if values["num_processes"] is not None:
-        n = _integer(values["num_processes"], "num_processes", where("num_processes"), 1,
+        n = _integer(values["num_processes"], where("num_processes"), 1,
                      "an integer >= 1 (the number of processes in the run)")
     missing = [key for key, value in values.items() if value is None]
     if missing:
