@@ -8,6 +8,10 @@ Theory: ``docs/theory/linear.md``.  Public API:
 * data (JAX): :func:`sample_prompts`, :class:`Prompts`;
 * models (JAX): :mod:`iclsim.linear.model` (``init``, ``apply``, ``effective_gamma``);
 * training: :func:`train`, :func:`evaluate`.
+
+Argument order of the oracle: the problem ``(cov, n_context)`` in this order everywhere; a
+predictor to evaluate comes first (``population_risk(gamma, cov, n_context)``), a rank budget
+after the problem (``optimal_gamma(cov, n_context, rank)``); noise levels are keyword-only.
 """
 
 from iclsim.linear import model
