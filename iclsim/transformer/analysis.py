@@ -42,7 +42,7 @@ from iclsim.engine.verdict import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdic
 
 __all__ = ["usable", "first_cell", "convergence", "SizeData", "size_data", "size_table",
            "best_size", "rung_position", "clean_rung", "local_slopes", "rung_fit", "law_test",
-           "summary", "USABLE"]
+           "summary", "size_statistics", "Law", "input_text", "size_label", "USABLE"]
 
 #: The verdicts whose runs enter the aggregates.
 USABLE = ("converged",)
@@ -86,7 +86,7 @@ def input_text(ds, value=None) -> str:
 
 def size_label(ds, size) -> str:
     c = ds.sel(size=size)
-    return f"{int(size)} (h={int(c['size_heads'])}, d={int(c['size_width'])}, " \
+    return f"{int(size)} (h={int(c['size_heads'])}, d_model={int(c['size_width'])}, " \
            f"L={int(c['size_layers'])})"
 
 
@@ -285,7 +285,8 @@ def clean_rung(sd: SizeData, ladder, *, level=0.95, n_boot=2000, seed=0) -> dict
     n = sd.risk.shape[0]
     if n == 0:
         return {"n": 0, "risk": np.nan, "lo": np.nan, "hi": np.nan, "rung": np.nan,
-                "rung_lo": np.nan, "rung_hi": np.nan, "below": False, "above": False}
+                "rung_lo": np.nan, "rung_hi": np.nan, "below": False, "above": False,
+                "beyond": (False, False, False)}
     x = sd.risk[:, 0]
     reps = seed_bootstrap(x, n_boot=n_boot, seed=seed, mc_cov=sd.mc_cov[0, 0], level=level)
     iv = percentile_interval(float(x.mean()), reps, n, level)
@@ -293,7 +294,8 @@ def clean_rung(sd: SizeData, ladder, *, level=0.95, n_boot=2000, seed=0) -> dict
     return {"n": n, "risk": iv.estimate, "lo": iv.lo, "hi": iv.hi,
             "rung": rung_position(iv.estimate, row), "rung_lo": rung_position(iv.hi, row),
             "rung_hi": rung_position(iv.lo, row), "below": bool(iv.hi < row[-1]),
-            "above": bool(iv.lo > row[0])}
+            "above": bool(iv.lo > row[0]),
+            "beyond": tuple(bool(v < row[-1]) for v in (iv.estimate, iv.hi, iv.lo))}
 
 
 def _band_matrix(s2):
@@ -316,7 +318,7 @@ def local_slopes(sd: SizeData, s2, slope_th, *, level=0.95, n_boot=2000, seed=0)
     nan = np.full(bands, np.nan)
     if n == 0:
         return {"slope": nan, "lo": nan, "hi": nan, "rung": nan, "rung_lo": nan,
-                "rung_hi": nan}
+                "rung_hi": nan, "beyond": np.zeros((bands, 3), bool)}
     units = sd.risk @ m.T
     reps = seed_bootstrap(units, n_boot=n_boot, seed=seed, mc_cov=m @ sd.mc_cov @ m.T,
                           level=level)
@@ -326,6 +328,7 @@ def local_slopes(sd: SizeData, s2, slope_th, *, level=0.95, n_boot=2000, seed=0)
     pos = lambda v: float(np.interp(v, s, np.arange(s.size))) if np.isfinite(v) else np.nan  # noqa: E731
     return {"slope": np.array([i.estimate for i in ivs]), "lo": np.array([i.lo for i in ivs]),
             "hi": np.array([i.hi for i in ivs]),
+            "beyond": np.array([[v > s[-1] for v in (i.estimate, i.lo, i.hi)] for i in ivs]),
             "rung": np.array([pos(i.estimate) for i in ivs]),
             "rung_lo": np.array([pos(i.lo) for i in ivs]),
             "rung_hi": np.array([pos(i.hi) for i in ivs])}
@@ -461,11 +464,22 @@ def _fmt_iv(est, lo, hi, nd=3) -> str:
     return f"{est:.{nd}f} [{lo:.{nd}f}, {hi:.{nd}f}]"
 
 
-def _rung_text(r) -> str:
+def _positions(est, lo, hi, beyond, d) -> str:
+    """ρ [lo, hi] with "> d" for an end past the last rung (a clipped value is not a bound)."""
+    if not np.isfinite(est):
+        return "-"
+    vals = [f"> {d}" if b else f"{v:.2f}" for v, b in zip((est, lo, hi), beyond)]
+    if all(beyond):
+        return f"> {d} (whole interval past rung {d})"
+    return f"{vals[0]} [{vals[1]}, {vals[2]}]"
+
+
+def _rung_text(r, d) -> str:
     if not np.isfinite(r["risk"]):
         return "-"
-    where = (" (below L_d)" if r["below"] else " (above L_0)" if r["above"] else "")
-    return f"{r['rung']:.2f} [{r['rung_lo']:.2f}, {r['rung_hi']:.2f}]{where}"
+    if r["above"]:
+        return f"{r['rung']:.2f} [{r['rung_lo']:.2f}, {r['rung_hi']:.2f}] (above L_0)"
+    return _positions(r["rung"], r["rung_lo"], r["rung_hi"], r["beyond"], d)
 
 
 def _fit_text(f) -> str:
@@ -518,6 +532,7 @@ def summary(ds) -> str:
         pct = f"{100 * st['level']:g} %"
         c = ds.sel(**sel)
         c = c.isel(input_noise=0) if "input_noise" in c.dims else c
+        d = st["ladder"].shape[1] - 1
         rows = []
         for a, sd in enumerate(st["datas"]):
             r, f = st["rungs"][a], st["fits"][a]
@@ -526,15 +541,17 @@ def summary(ds) -> str:
                 if np.isfinite(r["rung"]) else np.nan
             rows.append((size_label(ds, sd.size), int(ds["param_count"].sel(size=sd.size)),
                          f"{sd.learning_rate:g}", _verdict_text(sd.verdicts),
-                         _fmt_iv(r["risk"], r["lo"], r["hi"]), _rung_text(r),
+                         _fmt_iv(r["risk"], r["lo"], r["hi"]), _rung_text(r, d),
                          _fmt_iv(sl["slope"][0], sl["lo"][0], sl["hi"][0], 4) if sl else "-",
-                         f"{s_at:.4f}" if np.isfinite(s_at) else "-",
-                         _fmt_iv(sl["rung"][0], sl["rung_lo"][0], sl["rung_hi"][0], 2)
-                         if sl else "-", _fit_text(f)))
+                         (f"{s_at:.4f}" + (f" (S_{d})" if r["beyond"][0] else ""))
+                         if np.isfinite(s_at) else "-",
+                         _positions(sl["rung"][0], sl["rung_lo"][0], sl["rung_hi"][0],
+                                    sl["beyond"][0], d) if sl else "-", _fit_text(f)))
         title = (f"Transformer sizes at n_context={n0:g}, train σ₀²={s0:g}{text}: each size at "
                  "its best learning rate (min seed-mean clean risk over converged runs); "
                  f"[{pct} intervals: seeds bootstrapped, Monte Carlo error added]; rung ρ: "
-                 "position on the LSA ladder L_0 > … > L_d (linear between rungs); "
+                 "position on the LSA ladder L_0 > … > L_d (linear between rungs; > d: below "
+                 "L_d); slope rung: the ρ with S_ρ = local slope (> d: steeper than S_d); "
                  f"slope: paired dR/dσ² on σ² ∈ [{s2[0]:g}, {s2[min(1, s2.size - 1)]:g}]; "
                  "ladder fit: rungs r not rejected as the whole curve L_r(σ²)")
         lines.append(format_table(rows, ("size", "params", "lr", "verdicts (this lr)",
