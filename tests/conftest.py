@@ -1,4 +1,9 @@
-"""Shared test set-up: float64 JAX, hypothesis profiles and strategies."""
+"""Shared test set-up: JAX dtype per test, hypothesis profiles and strategies.
+
+In-process tests run in float32, the dtype users run (JAX's default).  A test (or a whole
+module, ``pytestmark = pytest.mark.float64``) that checks float64 identities says so with the
+``float64`` marker; it then runs inside ``jax.enable_x64(True)``.
+"""
 
 import os
 import subprocess
@@ -10,13 +15,21 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-jax.config.update("jax_enable_x64", True)
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _jax_dtype(request):
+    """float32 unless the test is marked ``float64`` (then x64 for that test only)."""
+    x64 = request.node.get_closest_marker("float64") is not None
+    with jax.enable_x64(x64):
+        yield
 
 settings.register_profile(
-    "default", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow]
+    "default", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 settings.register_profile(
-    "thorough", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
+    "thorough", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 

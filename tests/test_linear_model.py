@@ -12,6 +12,8 @@ from conftest import covariances, random_rotation
 from iclsim import linear
 from iclsim.linear import model as lsa
 
+pytestmark = pytest.mark.float64  # identities of the float64 oracle / model code
+
 D, N, B = 4, 6, 32
 
 

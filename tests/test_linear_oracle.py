@@ -27,6 +27,8 @@ from scipy.optimize import minimize
 
 from iclsim import linear
 
+pytestmark = pytest.mark.float64  # identities of the float64 oracle / model code
+
 EPS = np.finfo(float).eps
 #: Relative floating-point tolerance for closed forms evaluated two ways (a few
 #: hundred ulps: the quantities are sums of O(d²) products of O(1) numbers).

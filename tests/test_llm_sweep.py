@@ -335,6 +335,8 @@ def test_resume_after_sigkill_equals_uninterrupted(e2e, tmp_path):
     env = dict(os.environ, ICLSIM_CACHE=str(e2e["cache"]),
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     args = ["run", str(e2e["toml"]), "--out", str(out), "--quiet"]
+    # Expected: ~20-40 s per command on 2 CPU cores (tiny model, cached data); 300 s guards
+    # against a hang only.
     killed = subprocess.run([sys.executable, str(killer), "2", *args], capture_output=True,
                             text=True, env=env, timeout=300, cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr

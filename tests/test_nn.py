@@ -14,6 +14,8 @@ from iclsim import linear, parity
 from iclsim.linear import model as lsa
 from iclsim.parity import model as pm
 
+pytestmark = pytest.mark.float64  # identities of the float64 oracle / model code
+
 try:
     from flax import nnx
 

@@ -17,6 +17,8 @@ from jax.test_util import check_grads
 from iclsim import parity
 from iclsim.parity import model as pm
 
+pytestmark = pytest.mark.float64  # identities of the float64 oracle / model code
+
 PI = np.array([0.5, 0.3, 0.2])
 K_DEG = 2
 D0 = 1

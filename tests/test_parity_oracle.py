@@ -28,6 +28,8 @@ from iclsim import parity
 from iclsim.parity import model as pm
 from iclsim.parity import oracle
 
+pytestmark = pytest.mark.float64  # identities of the float64 oracle / model code
+
 #: Relative floating-point tolerance for closed forms evaluated two ways (the
 #: quantities are sums of a few hundred products of O(1) numbers).
 FP_TOL = 1e-12

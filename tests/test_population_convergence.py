@@ -3,7 +3,7 @@
 Property tests over random instances (hypothesis): ``linear.train(...,
 mode="population")`` with its defaults against Γ_r of the numpy oracle
 (Theorem A), and ``parity.train(..., mode="population")`` against R_m and γ
-(Theorem C).  The suite runs in float64 (tests/conftest.py); the float32 tests
+(Theorem C).  The float64 tests carry the ``float64`` marker (tests/conftest.py); the float32 tests
 switch x64 off with the ``jax.enable_x64(False)`` context manager and check that
 the trained weights really are float32.
 
@@ -79,6 +79,7 @@ def _check_linear(res, cov, lam, n, dtype, require_converged=True):
     assert np.all(res.gamma_error <= tol), (res.gamma_error, tol, lam)
 
 
+@pytest.mark.float64
 @settings(max_examples=5)
 @given(instance=covariances(min_d=4, max_d=4))
 def test_linear_population_reaches_gamma_r_float64(instance):
@@ -151,6 +152,7 @@ def _check_parity(res, pi, dtype):
 @settings(max_examples=3)
 @given(pi=importances())
 @pytest.mark.slow  # 20 s; the float32 twin (what users run) stays in the default run
+@pytest.mark.float64
 def test_parity_population_reaches_r_m_float64(pi):
     res = pt.train(jax.random.key(0), pi, N_PARITY, K_DEG, [1, 2, 3], mode="population",
                    eval_prompts=64)

@@ -1,6 +1,8 @@
 """``train(..., progress=True)`` runs in chunks with a progress bar and gives the numbers of
-the one-shot program (to float64 rounding: XLA may fuse a 45-step scan and three 15-step scans
-differently; the sweep engine's bitwise resume compares chunked with chunked)."""
+the one-shot program to rounding (XLA may fuse a 45-step scan and three 15-step scans
+differently; the sweep engine's bitwise resume compares chunked with chunked).  The tests run
+in float32, the dtype users run: 45 Adam steps of a few float32 roundings each drift by a few
+1e-6 relative (measured 1.9e-6); float64 bounds are kept for a run with x64 on."""
 
 import pytest
 
@@ -16,9 +18,16 @@ def test_linear_train_progress_is_the_same(capsys):
               eval_prompts=256)
     quiet = linear.train(jax.random.key(0), cov, 5, [1, 3], **kw)
     shown = linear.train(jax.random.key(0), cov, 5, [1, 3], progress=True, **kw)
-    np.testing.assert_allclose(shown.gamma, quiet.gamma, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(shown.loss, quiet.loss, rtol=1e-12)
+    rtol, atol = _rounding()
+    np.testing.assert_allclose(shown.gamma, quiet.gamma, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(shown.loss, quiet.loss, rtol=rtol)
     assert "run-step" in capsys.readouterr().err
+
+
+def _rounding():
+    """(rtol, atol) of a few hundred roundings in the dtype JAX trains in (results are
+    returned as numpy float64 either way)."""
+    return (1e-12, 1e-14) if jax.config.jax_enable_x64 else (2e-5, 1e-7)
 
 
 @pytest.mark.slow  # 15 s (the linear twin stays in the default run)
@@ -27,5 +36,5 @@ def test_parity_train_progress_is_the_same(capsys):
     kw = dict(mode="monte_carlo", seeds=1, steps=30, batch=16, eval_prompts=256)
     quiet = parity.train(jax.random.key(1), pi, 8, 2, [1, 2], **kw)
     shown = parity.train(jax.random.key(1), pi, 8, 2, [1, 2], progress=True, **kw)
-    np.testing.assert_allclose(shown.loss, quiet.loss, rtol=1e-12)
+    np.testing.assert_allclose(shown.loss, quiet.loss, rtol=_rounding()[0])
     assert "run-step" in capsys.readouterr().err

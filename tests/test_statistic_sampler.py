@@ -26,6 +26,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from iclsim.linear import data, oracle
+
+# Statistical identities between samplers at float64 resolution; the float32 path has its own
+# test below (test_float32_statistic_matches_exact_risk, x64 off inside).
+pytestmark = pytest.mark.float64
 from iclsim.linear import model as lsa
 
 from conftest import spectra, random_rotation

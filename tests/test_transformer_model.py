@@ -8,6 +8,8 @@ import pytest
 
 from iclsim.transformer import model as tfm
 
+pytestmark = pytest.mark.float64  # identities of the float64 oracle / model code
+
 EPS = np.finfo(np.float64).eps
 PADDED = tfm.Shape(d=3, heads=4, width=12, layers=2, head_dim=2, mlp_ratio=2)
 
