@@ -309,3 +309,42 @@ def test_transformer_chunk_steps_gives_bitwise_the_same_numbers(tmp_path):
         return run_sweep(parse(TransformerSweepConfig, raw), TRANSFORMER, quiet=True).dataset
 
     _assert_bitwise(run(tmp_path / "a", 24), run(tmp_path / "b", 5))
+
+
+# ------------------------------------------------------------------------------ the parity schema
+
+
+def _parity_cfg(root, *overrides):
+    import tomllib
+
+    from iclsim.engine.config import apply_overrides, parse
+    from iclsim.parity.sweep import ParitySweepConfig
+    from test_parity_sweep import TINY as PARITY_TINY
+
+    small = ["axes.heads=[2]", "axes.seeds=1", "eval.label_flip=[0.0]", "eval.bit_flip=[0.0]",
+             "eval.n_prompts=128", "eval.test_prompts=128", "eval.batch=128"]
+    raw = apply_overrides(tomllib.loads(PARITY_TINY), [f"output_dir='{root}'", *small,
+                                                        *overrides])
+    return parse(ParitySweepConfig, raw)
+
+
+def test_parity_unkeyed_keys_are_exactly_those_with_evidence():
+    from iclsim.parity.sweep import ParitySweepConfig
+
+    assert set(unkeyed_keys(ParitySweepConfig)) == UNKEYED
+
+
+@pytest.mark.slow  # ~40 s idle (two parity compiles each); the linear twin is in the default run
+@pytest.mark.parametrize("mode", ["monte_carlo", "population"])
+def test_parity_chunk_steps_gives_bitwise_the_same_numbers(tmp_path, mode):
+    """The evidence for leaving the parity train.chunk_steps out of the hash: 40 progressive
+    steps (two phases of 20 for 2 heads) in one chunk, and in chunks of 7 that straddle the
+    phase boundary, give bitwise the same stored numbers."""
+    from iclsim.parity.sweep import PARITY
+
+    one = run_sweep(_parity_cfg(tmp_path / "one", f"train.mode='{mode}'",
+                                "train.chunk_steps=40"), PARITY, quiet=True)
+    seven = run_sweep(_parity_cfg(tmp_path / "seven", f"train.mode='{mode}'",
+                                  "train.chunk_steps=7"), PARITY, quiet=True)
+    assert one.dataset.attrs["config_hash"] == seven.dataset.attrs["config_hash"]
+    _assert_bitwise(seven.dataset, one.dataset)

@@ -91,7 +91,7 @@ class TrainConfig(CommonTrain):
                       lo=1, hi=10_000_000)
     batch: int = spec(256, "prompts per step (monte_carlo)", lo=1, hi=1_000_000)
     loo: bool = spec(True, "monte_carlo: leave-one-out loss over N + 1 examples")
-    chunk_steps: int = spec(2000, "steps per checkpointed chunk", lo=1)
+    chunk_steps: int = spec(2000, "steps per checkpointed chunk", lo=1, key=False)
     schedule: str = spec("cosine", "learning-rate schedule (restarts in each progressive phase)",
                          choices=SCHEDULES)
     adam_b1: float | None = spec(None, "Adam β1 (unset: 0.9 in population mode, 0.99 in "
