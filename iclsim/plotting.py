@@ -1,4 +1,4 @@
-"""Figure helpers shared by both settings (matplotlib, headless).
+"""Figure helpers shared by every setting (matplotlib, headless).
 
 Figures are drawn only from stored results; every file is written atomically
 (to a hidden temporary name, then renamed), so a half-written figure never

@@ -1,4 +1,4 @@
-"""The LLM sweep (``setting = "llm"``, issue #10) end to end through the engine and the CLI.
+"""The LLM sweep (``setting = "llm"``) end to end through the engine and the CLI.
 
 Everything but the last tests runs on ``tiny-random-llama`` (random weights, character
 tokenizer, built in code) and a FAKE VADER data folder written here under ``$ICLSIM_CACHE``

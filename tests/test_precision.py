@@ -1,4 +1,4 @@
-"""Matrix-product precision (``iclsim.engine.precision``, issue #11).
+"""Matrix-product precision (``iclsim.engine.precision``).
 
 The programs are lowered on the CPU and the StableHLO text is read: under
 ``"float32"`` EVERY dot_general of the LSA forward, of the reduced/full loss and

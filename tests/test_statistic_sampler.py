@@ -1,4 +1,4 @@
-"""The sufficient-statistic samplers against the token sampler (issue #11).
+"""The sufficient-statistic samplers against the token sampler.
 
 ``iclsim.linear.data.sample_statistic`` draws h = (1/N) Σ ỹ_i x̃_i and
 ``sample_gram`` the context Gram Σ z_i z_iᵀ directly; they must have the

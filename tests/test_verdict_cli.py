@@ -1,4 +1,4 @@
-"""The new user's sweep (issue 17) through ``iclsim.cli.main``: exact verdicts, the σ² = 10
+"""The new user's sweep through ``iclsim.cli.main``: exact verdicts, the σ² = 10
 level UNRESOLVED, ``--check`` exit codes of ``run`` and ``show``, one trained rank judged over
 the trained ranks.
 

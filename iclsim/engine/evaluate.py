@@ -1,4 +1,4 @@
-"""Monte Carlo risk estimation shared by both settings.
+"""Monte Carlo risk estimation shared by every setting.
 
 A trained model's risk E[(ŷ − y_q)²] is estimated on fresh held-out prompts,
 ``n_batches`` batches drawn inside one ``lax.scan`` (constant memory), for a
