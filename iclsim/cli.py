@@ -116,7 +116,7 @@ def _check_code(ds, setting) -> int:
     from iclsim.engine import verdict
 
     parts = verdict.from_dataset(ds)
-    if parts is None and hasattr(setting, "verdict_parts"):
+    if parts is None:
         parts = setting.verdict_parts(ds)
     result = verdict.fold(parts or [])
     print(f"check: {result.word} (exit {result.exit_code})")

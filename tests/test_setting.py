@@ -57,8 +57,8 @@ def _risk(a, n, noise):
     return (1.0 - a) ** 2 + a**2 * noise / n
 
 
-class MeanSetting:
-    name, config_class, scale = "mean", MeanConfig, "width"
+class MeanSetting(Setting):
+    name, kind, config_class, scale = "mean", "trained", MeanConfig, "width"
     run_axes = ("n_context", "width", "seed", "learning_rate", "init_scale")
     static_axes = ("n_context",)
     verdicts = ("optimum_reached", "not_converged", "diverged")
@@ -83,9 +83,6 @@ class MeanSetting:
         return build_trainer(init, loss, steps=steps,
                              optimizer=lambda h: optax.sgd(h["learning_rate"]))
 
-    def data(self, cfg, static):
-        return {}
-
     def assess(self, cfg, static, runs, params, loss, key):
         a = np.asarray(params["weights"]["a"]) * (runs["width"] >= 1)
         n = static[0]
@@ -108,9 +105,6 @@ class MeanSetting:
 
     def summary(self, ds):
         return str(best_scale(ds).values)
-
-    def figures(self, ds, out_dir, formats):
-        return []
 
 
 MEAN_TOML = textwrap.dedent(
@@ -137,8 +131,32 @@ MEAN_TOML = textwrap.dedent(
 def test_settings_implement_the_protocol():
     for s in (LINEAR, PARITY, MeanSetting()):
         assert isinstance(s, Setting)
+        engine_setting.check_setting(s)
     assert engine_setting.get_setting("linear") is LINEAR
     assert set(engine_setting.setting_names()) >= {"linear", "parity"}
+    assert [engine_setting.get_setting(n).kind for n in ("linear", "parity", "llm")] == [
+        "trained", "trained", "evaluated"]
+
+
+def test_a_setting_missing_a_member_is_refused_at_register_in_one_line(monkeypatch):
+    monkeypatch.setattr(engine_setting, "_REGISTRY", dict(engine_setting._REGISTRY))
+
+    class Measured(MeanSetting):
+        kind = "evaluated"  # declares no evaluate
+
+    class Unscaled(MeanSetting):
+        scale = "depth"
+
+    for setting, message in (
+            (Measured(), "setting 'toy': missing member 'evaluate' (required for kind='evaluated')"),
+            (Unscaled(), "setting 'toy': scale ['depth'] not among run_axes "),
+            (object(), "setting 'toy': object does not subclass iclsim.engine.setting.Setting")):
+        with pytest.raises(TypeError) as err:
+            engine_setting.register("toy", setting)
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert "toy" not in engine_setting.setting_names()
+    engine_setting.register("toy", MeanSetting())
+    assert engine_setting.get_setting("toy").name == "mean"
 
 
 @pytest.fixture(scope="module")

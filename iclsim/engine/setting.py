@@ -1,8 +1,12 @@
 """The setting contract: what a setting declares, and everything the engine does with it.
 
-A *setting* (``iclsim.linear.sweep.LINEAR``, ``iclsim.parity.sweep.PARITY``) is an
-object that satisfies :class:`Setting`: its maths and its model, nothing else.  The
-engine owns, for every setting alike:
+A *setting* (``iclsim.linear.sweep.LINEAR``, ``iclsim.parity.sweep.PARITY``, …) is a
+subclass of :class:`Setting` that declares everything it is: its kind (trained or
+evaluated), its axes (the scale, the static and the tuning axes), its maths (data,
+model, assessment, oracle), its metadata and its report (``summary``, ``figures``);
+optional members have the defaults documented on :class:`Setting`, and the declaration
+is checked once, when the setting is registered (:func:`check_setting`).  The engine
+owns, for every setting alike:
 
 * the grid: named run axes (``cfg.axes.<name>``; ``seed`` is ``range(cfg.axes.seeds)``),
   grouping by static shape, named per-run columns (:class:`Runs`, never a
@@ -23,12 +27,12 @@ import dataclasses
 import importlib
 import itertools
 from dataclasses import dataclass
-from typing import Any, Hashable, Protocol, runtime_checkable
+from typing import Any, Hashable
 
 import numpy as np
 
 __all__ = [
-    "Setting", "EvaluationSetting", "Runs", "Group", "axis_values", "build_groups", "pad_group", "eval_key",
+    "Setting", "check_setting", "REQUIRED_MEMBERS", "Runs", "Group", "axis_values", "build_groups", "pad_group", "eval_key",
     "window_loss", "build_dataset", "describe_run", "best_scale", "register", "get_setting",
     "setting_names", "EVAL_KEY_SALT", "TUNING_AXES", "TUNING_WORDS", "tuning_word",
 ]
@@ -36,127 +40,168 @@ __all__ = [
 #: The evaluation PRNG key is ``fold_in(key(cfg.seed), EVAL_KEY_SALT)``: disjoint from the
 #: training keys (``fold_in(key(cfg.seed), seed)`` for seed < EVAL_KEY_SALT).
 EVAL_KEY_SALT = 1_000_003
-#: The tuning axes: :func:`best_scale` takes, per scale, the best value over them (default) or
-#: pools them with the seeds (``tuning="pooled"``).
+#: The default ``Setting.tuning_axes``: the engine's common tuning axes (``cfg.axes`` of
+#: :class:`iclsim.engine.config.CommonAxes`).  A setting declares its own.
 TUNING_AXES = ("learning_rate", "init_scale")
-#: Run axes over which ``best_scale(..., tuning="pooled")`` pools runs (diverged ones left out).
-POOLED_AXES = ("seed",) + TUNING_AXES
 #: The words that name each ``tuning`` of :func:`best_scale` in tables and figure footers.
 TUNING_WORDS = {"best": "best-tuned (min over learning rate × init scale of the seed mean)",
                 "pooled": "pooled (mean over seeds, learning rates and init scales)"}
 
 
-@runtime_checkable
-class Setting(Protocol):
-    """What a setting implements (see ``docs/engine.md``).
+class Setting:
+    """The base class of every setting: what it declares, with documented defaults.
 
-    Attributes: ``name`` (registry key and ``setting =`` value of a sweep file),
-    ``config_class`` (its schema: a frozen dataclass built on the engine's common
-    fields, :mod:`iclsim.engine.config`), ``scale`` (the size axis, e.g. ``"rank"``),
-    ``run_axes`` (grid axes in order), ``static_axes`` (the run axes that change
-    array shapes: one compiled program per value), ``verdicts`` (the verdict names
-    ``assess`` may return; ``"diverged"`` among them).
+    A setting subclasses this and declares (see ``docs/engine.md``, checked once by
+    :func:`check_setting` when it is registered or run):
+
+    Required of every setting
+        ``name`` (registry key, ``setting =`` of a sweep file); ``config_class`` (its
+        schema: a frozen dataclass on the engine's common fields,
+        :mod:`iclsim.engine.config`); ``kind`` (``"trained"``: the engine trains its runs;
+        ``"evaluated"``: the engine calls :meth:`evaluate`); ``scale`` (the size axis
+        :func:`best_scale` minimises over); ``run_axes`` (grid axes in order);
+        ``static_axes`` (the run axes that change array shapes: one compiled program per
+        value); ``verdicts`` (the verdict names its runs may get, ``"diverged"`` among
+        them); :meth:`static`, :meth:`run_vars`, :meth:`summary`.
+    Required of ``kind = "trained"``
+        ``hyper(cfg, runs)`` (per-run traced hyperparameters, one row per run),
+        ``trainer(static)`` (an :func:`iclsim.engine.trainer.build_trainer` trainer) and
+        ``assess(cfg, static, runs, params, loss, key)`` (per-run results: ``verdict``,
+        ``diverged`` and the entries of :meth:`run_vars`; ``loss`` the raw per-step loss,
+        ``key`` the eval key).
+    Required of ``kind = "evaluated"``
+        ``evaluate(cfg, static, runs, progress)`` (per-run results as for ``assess``;
+        ``progress(n)`` is called as units of work finish).
+
+    Every other member has the default written here.
     """
 
-    name: str
-    config_class: type
-    scale: str
-    run_axes: tuple[str, ...]
-    static_axes: tuple[str, ...]
-    verdicts: tuple[str, ...]
+    #: the kinds a setting may declare
+    KINDS = ("trained", "evaluated")
+    #: run axes over which :func:`best_scale` takes each scale's best value (default) or
+    #: pools the runs with the seeds (``tuning="pooled"``); default: the engine's common
+    #: tuning axes (learning rate, init scale).
+    tuning_axes: tuple[str, ...] = TUNING_AXES
+    #: what the progress bar counts: the units of ``static(...).steps``
+    progress_unit: str = "run"
+
+    @property
+    def pooled_axes(self) -> tuple[str, ...]:
+        """Run axes pooled by ``best_scale(..., tuning="pooled")``: the seeds and the tuning
+        axes."""
+        return ("seed",) + tuple(self.tuning_axes)
 
     def static(self, cfg, **static_values) -> Hashable:
-        """The hashable static shape of the runs at one value of each static axis; it has
-        an int ``steps``."""
-
-    def hyper(self, cfg, runs: "Runs") -> dict[str, np.ndarray]:
-        """Per-run traced hyperparameters (the ``hyper`` of the trainer), one row per run."""
-
-    def trainer(self, static):
-        """The engine trainer (:func:`iclsim.engine.trainer.build_trainer`) of one shape."""
-
-    def data(self, cfg, static) -> Any:
-        """Arrays shared by the runs of a group (covariance, importances, …)."""
-
-    def assess(self, cfg, static, runs: "Runs", params, loss, key) -> dict[str, np.ndarray]:
-        """Per-run results of trained runs: must hold ``verdict`` (names from
-        ``verdicts``) and ``diverged`` (bool); every other entry is declared in
-        :meth:`run_vars`.  ``loss`` is the raw per-step loss, ``key`` the eval key."""
+        """The hashable static part of the runs at one value of each static axis; it has an
+        int ``steps`` (training steps, or progress units of an evaluated run).  Required."""
+        raise NotImplementedError
 
     def run_vars(self, cfg) -> dict[str, tuple[tuple[str, ...], dict]]:
-        """For each extra entry of ``assess``: (its dims after the run axes, attrs)."""
-
-    def oracle(self, cfg, coords: dict) -> tuple[dict, dict, dict]:
-        """(data_vars, coords, attrs) of the theory on the same named axes as the simulation."""
+        """For each extra per-run entry of ``assess``/``evaluate``: (its dims after the run
+        axes, attrs).  Required."""
+        raise NotImplementedError
 
     def summary(self, ds) -> str:
-        """The table printed by ``iclsim run`` and ``iclsim show``."""
+        """The table printed by ``iclsim run`` and ``iclsim show``.  Required."""
+        raise NotImplementedError
 
     def figures(self, ds, out_dir, formats) -> list:
-        """Draw the setting's figures; return their paths."""
+        """Draw the setting's figures; return their paths.  Default: none (``[]``)."""
+        return []
 
+    def data(self, cfg, static):
+        """Arrays shared by the runs of a trained group (covariance, importances, …), passed
+        to the trainer.  Default: none (``{}``)."""
+        return {}
 
-@runtime_checkable
-class EvaluationSetting(Protocol):
-    """A setting whose runs are *evaluated*, not trained (real language models,
-    :mod:`iclsim.llm`): the engine owns the grid, the store keyed by config and code,
-    resume (one finished group file per group), the progress bar, the lock and the
-    provenance exactly as for a trained setting, and calls :meth:`evaluate` instead
-    of a trainer.
+    def oracle(self, cfg, coords: dict) -> tuple[dict, dict, dict]:
+        """(data_vars, coords, attrs) of the theory on the same named axes as the runs.
+        Default: no theory (``{}, {}, {}``)."""
+        return {}, {}, {}
 
-    ``static(cfg, **static_values)`` returns a hashable with an int ``steps``: the
-    progress units of one run (e.g. its queries).  ``progress_unit`` names them.
-    """
+    def metadata(self, cfg, coords: dict) -> tuple[dict, dict, dict]:
+        """(data_vars, coords, attrs) that describe the runs but are no theory (a model's
+        family, the chance level, …), merged beside the oracle's.  Default: none."""
+        return {}, {}, {}
 
-    name: str
-    config_class: type
-    scale: str
-    run_axes: tuple[str, ...]
-    static_axes: tuple[str, ...]
-    verdicts: tuple[str, ...]
-    progress_unit: str
-
-    def static(self, cfg, **static_values) -> Hashable:
-        """The hashable static part of a group; it has an int ``steps`` (units per run)."""
+    def aggregate(self, cfg, ds):
+        """The labelled result with the setting's aggregates (means, intervals) added, so
+        they are stored.  Default: ``ds`` unchanged."""
+        return ds
 
     def check(self, cfg) -> None:
-        """Raise a one-line error (a ``ValueError``) for anything the run would fail on
-        (missing files, …) before anything is written."""
+        """Raise a one-line ``ValueError`` for anything the run would fail on (missing
+        files, …) before anything is written.  Default: nothing to check."""
 
     def provenance(self, cfg) -> dict:
         """What besides the iclsim code made the numbers (library versions, the sha256 of
-        model files, …): it enters the code key, so a changed model file is a new result."""
+        model files, …): it enters the code key.  Default: nothing (``{}``, left out of
+        the key)."""
+        return {}
 
     def group_runs(self, cfg) -> int:
-        """Runs per group file (the unit of resume)."""
+        """Runs per group (file): the unit of resume.  Default: ``train.max_group_runs``
+        (0: a whole static shape per group)."""
+        return cfg.train.max_group_runs
 
-    def evaluate(self, cfg, static, runs: "Runs", progress) -> dict[str, np.ndarray]:
-        """Per-run results: ``verdict``, ``diverged`` and the entries of :meth:`run_vars`;
-        ``progress(n)`` is called as units of work finish."""
+    def verdict_parts(self, ds):
+        """The verdict parts of a result that stores none (``iclsim run --check``).
+        Default: ``None`` (no verdict)."""
+        return None
 
-    def run_vars(self, cfg) -> dict[str, tuple[tuple[str, ...], dict]]:
-        """For each extra entry of ``evaluate``: (its dims after the run axes, attrs)."""
 
-    def oracle(self, cfg, coords: dict) -> tuple[dict, dict, dict]:
-        """(data_vars, coords, attrs) of the reference values on the same named axes."""
+#: The members a setting must declare, by ``kind`` (``"any"``: every kind).
+REQUIRED_MEMBERS = {
+    "any": ("name", "config_class", "kind", "scale", "run_axes", "static_axes", "verdicts",
+            "static", "run_vars", "summary"),
+    "trained": ("hyper", "trainer", "assess"),
+    "evaluated": ("evaluate",),
+}
 
-    def aggregate(self, cfg, ds):
-        """The dataset with the setting's aggregates (means, intervals) added."""
 
-    def summary(self, ds) -> str:
-        """The table printed by ``iclsim run`` and ``iclsim show``."""
+def _declares(setting, member: str) -> bool:
+    value = getattr(type(setting), member, None)
+    if value is None:
+        value = getattr(setting, member, None)
+    return value is not None and value is not getattr(Setting, member, None)
 
-    def figures(self, ds, out_dir, formats) -> list:
-        """Draw the setting's figures; return their paths."""
+
+def check_setting(setting, name: str | None = None) -> None:
+    """Check a setting's declaration once; raise a one-line ``TypeError`` naming the first
+    missing or inconsistent member, e.g. ``setting 'toy': missing member 'evaluate'
+    (required for kind='evaluated')``."""
+    label = repr(name if name is not None else getattr(setting, "name", type(setting).__name__))
+    where = f"setting {label}"
+    if not isinstance(setting, Setting):
+        raise TypeError(f"{where}: {type(setting).__name__} does not subclass "
+                        "iclsim.engine.setting.Setting")
+    for member in REQUIRED_MEMBERS["any"]:
+        if not _declares(setting, member):
+            raise TypeError(f"{where}: missing member {member!r} (required of every setting)")
+    if setting.kind not in Setting.KINDS:
+        raise TypeError(f"{where}: kind={setting.kind!r}; choose one of "
+                        + ", ".join(map(repr, Setting.KINDS)))
+    for member in REQUIRED_MEMBERS[setting.kind]:
+        if not _declares(setting, member):
+            raise TypeError(f"{where}: missing member {member!r} "
+                            f"(required for kind={setting.kind!r})")
+    axes = tuple(setting.run_axes)
+    for what, names in (("scale", (setting.scale,)), ("static_axes", setting.static_axes),
+                        ("tuning_axes", setting.tuning_axes)):
+        stray = [a for a in names if a not in axes]
+        if stray:
+            raise TypeError(f"{where}: {what} {stray} not among run_axes {list(axes)}")
+    if "diverged" not in setting.verdicts:
+        raise TypeError(f"{where}: verdicts {list(setting.verdicts)} lack 'diverged'")
 
 
 def is_evaluation(setting) -> bool:
-    """Whether ``setting`` is evaluated (:class:`EvaluationSetting`) rather than trained."""
-    return hasattr(setting, "evaluate") and not hasattr(setting, "trainer")
+    """Whether ``setting`` declares ``kind = "evaluated"`` (rather than ``"trained"``)."""
+    return setting.kind == "evaluated"
 
 
 class Runs:
-    """Named per-run columns of a group: ``runs["rank"]`` is the rank of every run.
+    """Named per-run columns of a group: ``runs["seed"]`` is the seed of every run.
 
     ``run_id`` is the flat index of each run in the sweep grid (-1: padding).
     """
@@ -238,8 +283,7 @@ def build_groups(cfg, setting: Setting) -> list[Group]:
                                         for p, i in zip(static_pos, combo)})
         hyper = ({} if is_evaluation(setting) else
                  {k: np.asarray(v) for k, v in setting.hyper(cfg, runs).items()})
-        size = (setting.group_runs(cfg) if is_evaluation(setting)
-                else cfg.train.max_group_runs) or len(runs)
+        size = setting.group_runs(cfg) or len(runs)
         for start in range(0, len(runs), size):
             rows = slice(start, start + size)
             group = Group(len(out), static, {k: v[rows] for k, v in hyper.items()},
@@ -272,8 +316,8 @@ def finalize_group(cfg, setting: Setting, group: Group, rows, params, loss) -> d
     return out
 
 
-def evaluate_group(cfg, setting: EvaluationSetting, group: Group, progress) -> dict:
-    """Evaluate the valid runs of a group (an :class:`EvaluationSetting`); arrays ready
+def evaluate_group(cfg, setting: Setting, group: Group, progress) -> dict:
+    """Evaluate the valid runs of a group (a ``kind = "evaluated"`` setting); arrays ready
     for a group file."""
     runs = group.runs.take(np.flatnonzero(group.run_id >= 0))
     out = _encode(setting, dict(setting.evaluate(cfg, group.static, runs, progress)))
@@ -293,7 +337,7 @@ def _encode(setting, out: dict) -> dict:
 
 
 def describe_run(cfg, setting: Setting, run_id: int) -> str:
-    """``rank=3, seed=1, …`` for one run of the grid."""
+    """``n_context=8, seed=1, …`` for one run of the grid."""
     axes = axis_values(cfg, setting)
     runs = _grid_runs(axes, np.asarray([run_id]))
     return ", ".join(f"{name}={runs[name][0]}" for name in axes)
@@ -343,22 +387,31 @@ def build_dataset(cfg, setting: Setting, merged: dict):
         values = merged[name]
         fill, dtype = fill_for(values)
         data_vars[name] = (dims + tuple(extra), scatter(values, fill, dtype), attrs)
-    oracle_vars, oracle_coords, oracle_attrs = setting.oracle(cfg, dict(coords))
-    data_vars.update(oracle_vars)
-    coords.update(oracle_coords)
-    attrs = {"description": cfg.description, "scale_axis": setting.scale, **oracle_attrs}
+    attrs = {"description": cfg.description, "scale_axis": setting.scale,
+             "tuning_axes": " ".join(setting.tuning_axes),
+             "pooled_axes": " ".join(setting.pooled_axes)}
+    grid_coords = dict(coords)
+    for part in (setting.oracle, setting.metadata):
+        part_vars, part_coords, part_attrs = part(cfg, grid_coords)
+        data_vars.update(part_vars)
+        coords.update(part_coords)
+        attrs.update(part_attrs)
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
-    return setting.aggregate(cfg, ds) if hasattr(setting, "aggregate") else ds
+    return setting.aggregate(cfg, ds)
 
 
 def best_scale(ds, var: str = "eval_risk", *, zero_risk=None, tuning: str = "best", **sel):
     """The simulated best scale: argmin over {0} ∪ trained scales of the scale's risk.
 
+    The scale axis, the tuning axes and the pooled axes are those the setting declared
+    (``Setting.scale``, ``tuning_axes``, ``pooled_axes``), stored in the dataset's attrs
+    ``scale_axis``, ``tuning_axes``, ``pooled_axes`` (a result without the last two gets
+    the defaults of :class:`Setting`).
     A scale's risk is, with ``tuning="best"`` (the default), the smallest over the tuning
-    axes (:data:`TUNING_AXES`: learning rate, init scale) of the mean ``var`` over seeds —
+    axes (by default learning rate, init scale) of the mean ``var`` over seeds —
     each size at its best-tuned hyperparameters, as a size with a narrow good learning-rate
     band is tuned in practice; with ``tuning="pooled"``, the mean over all runs pooled over
-    seeds and the tuning axes (:data:`POOLED_AXES`).  Diverged runs are left out of every
+    seeds and the tuning axes.  Diverged runs are left out of every
     mean; a tuning point whose seeds all diverged is left out of the minimum.  Scale 0 is
     the trivial predictor ŷ = 0 with risk ``zero_risk`` (default: the dataset's
     ``trivial_risk``).  ``sel`` fixes coordinates first.
@@ -376,16 +429,22 @@ def best_scale(ds, var: str = "eval_risk", *, zero_risk=None, tuning: str = "bes
     if tuning not in TUNING_WORDS:
         raise ValueError(f"tuning: {tuning!r} is not allowed; choose one of "
                          + ", ".join(map(repr, TUNING_WORDS)))
-    scale = ds.attrs.get("scale_axis") or ("rank" if "rank" in ds.dims else "heads")
+    scale = ds.attrs.get("scale_axis")
+    if not scale:
+        raise ValueError("best_scale: the dataset names no scale axis (attrs['scale_axis'], "
+                         "written from the setting's declared scale)")
+    tuning_axes = tuple(str(ds.attrs.get("tuning_axes", " ".join(TUNING_AXES))).split())
+    pooled_axes = tuple(str(ds.attrs.get("pooled_axes", " ".join(("seed",) + tuning_axes))
+                            ).split())
     values = ds[var].where(~ds["diverged"])
     if sel:
         values = values.sel(**{k: v for k, v in sel.items() if k in values.dims})
     if tuning == "pooled":
-        values = values.mean(dim=[d for d in POOLED_AXES if d in values.dims])
+        values = values.mean(dim=[d for d in pooled_axes if d in values.dims])
     else:
         if "seed" in values.dims:
             values = values.mean(dim="seed")  # NaN where every seed diverged
-        values = values.min(dim=[d for d in TUNING_AXES if d in values.dims])  # NaN skipped
+        values = values.min(dim=[d for d in tuning_axes if d in values.dims])  # NaN skipped
     if zero_risk is None:
         zero_risk = float(ds["trivial_risk"]) if "trivial_risk" in ds else np.inf
     scales = np.concatenate([[0], ds[scale].values]).astype(float)
@@ -405,7 +464,7 @@ def tuning_word(best) -> str:
     return TUNING_WORDS[tuning]
 
 
-_REGISTRY: dict[str, str] = {
+_REGISTRY: dict[str, Any] = {
     "linear": "iclsim.linear.sweep:LINEAR",
     "parity": "iclsim.parity.sweep:PARITY",
     "transformer": "iclsim.transformer.sweep:TRANSFORMER",
@@ -413,8 +472,17 @@ _REGISTRY: dict[str, str] = {
 }
 
 
-def register(name: str, target: str) -> None:
-    """Register a setting: ``target`` is ``"module:ATTRIBUTE"`` (imported on first use)."""
+def register(name: str, target) -> None:
+    """Register a setting: a :class:`Setting` object (checked now by :func:`check_setting`)
+    or ``"module:ATTRIBUTE"`` (imported and checked once, on first use).
+
+    Raises
+    ------
+    TypeError
+        One line naming the first missing or inconsistent member of the setting.
+    """
+    if not isinstance(target, str):
+        check_setting(target, name)
     _REGISTRY[name] = target
 
 
@@ -430,12 +498,13 @@ def setting_names() -> tuple[str, ...]:
 
 
 def get_setting(name: str) -> Setting:
-    """The registered setting ``name`` (imported lazily)."""
+    """The registered setting ``name`` (imported lazily, checked once)."""
     if name not in _REGISTRY:
         raise KeyError(name)
-    module, attr = _REGISTRY[name].split(":")
-    setting = getattr(importlib.import_module(module), attr)
-    if not isinstance(setting, (Setting, EvaluationSetting)):
-        raise TypeError(f"{_REGISTRY[name]} does not implement iclsim.engine.setting.Setting "
-                        "(nor EvaluationSetting)")
-    return setting
+    target = _REGISTRY[name]
+    if isinstance(target, str):
+        module, attr = target.split(":")
+        setting = getattr(importlib.import_module(module), attr)
+        check_setting(setting, name)
+        _REGISTRY[name] = target = setting
+    return target

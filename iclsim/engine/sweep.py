@@ -54,8 +54,8 @@ from iclsim.engine import provenance, store
 from iclsim.engine.precision import precision_scope
 from iclsim.engine.config import config_hash, keyed_dict, to_dict, training_hash
 from iclsim.engine.setting import (
-    Group, Setting, build_dataset, build_groups, describe_run, evaluate_group, finalize_group,
-    is_evaluation, pad_group,
+    Group, Setting, build_dataset, build_groups, check_setting, describe_run, evaluate_group,
+    finalize_group, is_evaluation, pad_group,
 )
 from iclsim.engine.trainer import trace_count
 
@@ -282,12 +282,13 @@ def run_sweep(cfg, setting: Setting, *, quiet: bool = False, devices=None,
     that in the result (``resumed_stale_from``).
     """
     start = time.perf_counter()
-    if is_evaluation(setting):
-        setting.check(cfg)  # missing files etc.: one line, before anything is written
+    check_setting(setting)  # a setting run without registering it: its declaration, once
+    setting.check(cfg)  # missing files etc.: one line, before anything is written
     record = provenance.code_record()
-    if hasattr(setting, "provenance"):
+    setting_record = setting.provenance(cfg)
+    if setting_record:
         # what else made the numbers (library versions, model files' sha256): part of the key
-        record = {**record, "setting_provenance": setting.provenance(cfg)}
+        record = {**record, "setting_provenance": setting_record}
     code = provenance.code_hash(record)
     config_folder = sweep_dir(cfg)
     out = config_folder / code
@@ -385,7 +386,7 @@ def _evaluate_groups(cfg, setting, out: Path, suffix: str, code: str, quiet: boo
     file per finished group, so an interrupted sweep resumes at the first unfinished one."""
     groups = build_groups(cfg, setting)
     total = sum(int((g.run_id >= 0).sum()) * g.static.steps for g in groups)
-    bar = _progress(total, quiet, getattr(setting, "progress_unit", "run"))
+    bar = _progress(total, quiet, setting.progress_unit)
     finals_by_group, resumed = [], False
     for gi, group in enumerate(groups):
         done_file = out / f"group-{group.index:03d}.{suffix}.npz"

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iclsim.engine.config import CommonAxes, CommonEval, CommonSweep, CommonTrain, ConfigError, spec
-from iclsim.engine.setting import Runs, axis_values
+from iclsim.engine.setting import Runs, Setting, axis_values
 from iclsim.linear import oracle
 from iclsim.linear.model import INITS, PARAMETRIZATIONS
 from iclsim.linear.training import (
@@ -577,12 +577,14 @@ def figures(ds, out_dir, formats):
     return figs.draw_all(ds, out_dir, formats)
 
 
-class LinearSetting:
+class LinearSetting(Setting):
     """Setting 1 (rank-r linear self-attention on in-context linear regression)."""
 
     name = "linear"
+    kind = "trained"
     config_class = LinearSweepConfig
     scale = "rank"
+    tuning_axes = ("learning_rate", "init_scale")
     run_axes = RUN_AXES
     static_axes = ("n_context",)
     verdicts = VERDICT_CODES

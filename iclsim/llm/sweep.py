@@ -40,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from iclsim.engine.config import CommonSweep, ConfigError, check_distinct, spec
+from iclsim.engine.setting import Setting
 from iclsim.llm import prompts
 from iclsim.llm.data import TASKS
 from iclsim.llm.errors import LLMError
@@ -309,13 +310,15 @@ def _check_length(cfg, name: str, lm) -> None:
 # ------------------------------------------------------------------------------ the setting
 
 
-class LLMSetting:
+class LLMSetting(Setting):
     """Real causal LMs on binary sentiment tasks with noisy demonstrations (evaluated, not
-    trained: an :class:`iclsim.engine.setting.EvaluationSetting`)."""
+    trained: ``kind = "evaluated"``)."""
 
     name = "llm"
+    kind = "evaluated"
     config_class = LLMSweepConfig
     scale = "model"
+    tuning_axes = ()  # nothing is tuned: every run is its own measurement
     run_axes = RUN_AXES
     static_axes = ("model",)
     verdicts = ("evaluated", "diverged")
@@ -435,7 +438,9 @@ class LLMSetting:
             "n_params": ((), {"long_name": "parameters of the model"}),
         }
 
-    def oracle(self, cfg, coords) -> tuple[dict, dict, dict]:
+    def metadata(self, cfg, coords) -> tuple[dict, dict, dict]:
+        # no oracle (the default: real language models have no closed form); what the
+        # runs are: the query index, each model's family and kind, the chance level
         info = [model_info(m) for m in cfg.axes.model]
         new_coords = {
             "query": np.arange(cfg.eval.n_queries),

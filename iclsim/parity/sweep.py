@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iclsim.engine.config import CommonAxes, CommonEval, CommonSweep, CommonTrain, ConfigError, spec
-from iclsim.engine.setting import Runs, axis_values, best_scale
+from iclsim.engine.setting import Runs, Setting, axis_values, best_scale
 from iclsim.engine.trainer import SCHEDULES
 from iclsim.parity import oracle
 from iclsim.parity.training import (
@@ -529,12 +529,14 @@ def figures(ds, out_dir, formats):
     return figs.draw_all(ds, out_dir, formats)
 
 
-class ParitySetting:
+class ParitySetting(Setting):
     """Setting 2 (m-head attention on in-context sparse parity)."""
 
     name = "parity"
+    kind = "trained"
     config_class = ParitySweepConfig
     scale = "heads"
+    tuning_axes = ("learning_rate", "init_scale")
     run_axes = RUN_AXES
     static_axes = ("n_context",)
     verdicts = VERDICT_CODES

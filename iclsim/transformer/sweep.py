@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from iclsim.engine.evaluate import mean_and_se
-from iclsim.engine.setting import Runs, eval_key
+from iclsim.engine.setting import Runs, Setting, eval_key
 from iclsim.engine.trainer import ScheduleConfig, build_trainer
 from iclsim.linear import oracle
 from iclsim.linear.data import sample_prompts
@@ -354,13 +354,15 @@ def figures(ds, out_dir, formats):
     return figs.draw_all(ds, out_dir, formats)
 
 
-class TransformerSetting:
+class TransformerSetting(Setting):
     """Setting 3: trained softmax transformers (heads, width, layers) on noisy in-context
     linear regression, measured against setting 1's LSA ladder and the Bayes floor."""
 
     name = "transformer"
+    kind = "trained"
     config_class = TransformerSweepConfig
     scale = "size"
+    tuning_axes = ("learning_rate", "init_scale")
     run_axes = RUN_AXES
     static_axes = ("n_context",)
     verdicts = VERDICT_CODES
