@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iclsim.engine import analysis as A
 from iclsim.engine.setting import best_scale, tuning_word
 from iclsim.plotting import add_footer, result_config, save_figure
 from iclsim.plotting import pyplot as _plt
@@ -36,11 +37,12 @@ __all__ = ["scale_vs_noise"]
 
 
 def _first(da, dims):
-    return da.isel({d: 0 for d in dims if d in da.dims})
+    return A.first_cell(da, None, dims)
 
 
 def _linear_panels(ds):
-    """Theory (r = 0..d on the σ² grid), simulation mean/SE per trained rank, r* (theory, sim).
+    """Theory (r = 0..d on the σ² grid), simulation mean ± error per trained rank, r* (theory,
+    sim).
 
     Runs at the first N, learning rate, init scale and σ₀²; context input noise at
     its first value.  The oracle is affine in σ², so straight lines between the
@@ -50,11 +52,12 @@ def _linear_panels(ds):
     grid = ds["label_noise"].values
     theory = _first(ds["oracle_risk"], fixed).transpose("rank_all", "label_noise").values
     ok = ~_first(ds["diverged"], fixed)
-    risk = _first(ds["eval_risk"], fixed).where(ok)
-    mean = risk.mean("seed").transpose("rank", "label_noise").values
-    se = _first(ds["eval_se"], fixed).max("seed").transpose("rank", "label_noise").values
+    mc_se = _first(ds["eval_se"], fixed)
     if ds.attrs.get("eval_method") == "exact":
-        se = se * 0.0  # eval_risk is exact; eval_se is the Monte Carlo cross-check's
+        mc_se = None  # eval_risk is exact; eval_se is the Monte Carlo cross-check's
+    mean, se = A.seed_mean(_first(ds["eval_risk"], fixed), mc_se, ok=ok)
+    mean = mean.transpose("rank", "label_noise").values
+    se = se.transpose("rank", "label_noise").values
     scales = ds["rank"].values
     sim_best = best_scale(ds, **{d: ds[d].values[0] for d in ("n_context", "train_label_noise",
                                                               "input_noise")})
@@ -64,13 +67,14 @@ def _linear_panels(ds):
 
 
 def _parity_panels(ds):
-    """Theory (m = 0..K on a fine p grid), simulation mean/SE per trained m (first q)."""
+    """Theory (m = 0..K on a fine p grid), simulation mean ± error per trained m (first
+    q)."""
     fixed = ("n_context", "learning_rate", "init_scale", "bit_flip")
     grid = ds["label_flip"].values
     ok = ~_first(ds["diverged"], fixed)
-    risk = _first(ds["eval_risk"], fixed).where(ok)
-    mean = risk.mean("seed").transpose("heads", "label_flip").values
-    se = _first(ds["eval_se"], fixed).max("seed").transpose("heads", "label_flip").values
+    mean, se = A.seed_mean(_first(ds["eval_risk"], fixed), _first(ds["eval_se"], fixed), ok=ok)
+    mean = mean.transpose("heads", "label_flip").values
+    se = se.transpose("heads", "label_flip").values
     lines = _first(ds["theory_risk_label"], fixed).transpose("heads_all", "label_flip_fine")
     return dict(grid=grid, fine=ds["label_flip_fine"].values, lines=lines.values,
                 grid_lines=_first(ds["optimal_risk"], fixed).transpose("heads_all",
@@ -94,7 +98,7 @@ def _risk_panel(ax, plt, panel, symbol, name):
     ax.set_xlabel(name)
     ax.set_ylabel("risk E[(ŷ − y_q)²] (clean query)")
     ax.legend(fontsize=7, ncol=2, loc="upper left",
-              title="lines: oracle; points: trained ± SE", title_fontsize=7)
+              title="lines: oracle; points: trained ± error", title_fontsize=7)
 
 
 def _best_panel(ax, panel, fine_lines, symbol, name):
@@ -311,7 +315,8 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds
         parts.append(f"{ordinal[col]}: {_name(llm_ds)} (accuracy pooled over tasks, "
                      f"{100 * float(llm_ds.attrs.get('confidence', 0.95)):g} % t intervals over seeds)")
     add_footer(fig, "; ".join(parts) + "; trained points: mean over non-diverged seeds at the "
-               "first value of every other axis; error bars ±1 SE (Monte Carlo); simulated best "
+               "first value of every other axis; error bars ± the error of the seed-mean (seed "
+               "variance and Monte Carlo error combined); simulated best "
                f"scale: {tuning_word('best')}", height=0.025)
     paths = save_figure(fig, out_dir, "scale_vs_noise", formats)
     plt.close(fig)

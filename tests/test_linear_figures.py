@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from iclsim.engine import figures as engine_figures
 from iclsim.linear import figures
 from iclsim.plotting import add_footer, pyplot, wrap_footer
 
@@ -62,7 +63,8 @@ def _result(mode="monte_carlo", risk_below=False, seeds=2, steps=400, window=10)
 def captured(monkeypatch):
     """The figures drawn, instead of files."""
     figs = []
-    monkeypatch.setattr(figures, "_save", lambda fig, *a, **k: figs.append(fig) or [])
+    monkeypatch.setattr(engine_figures, "save_figure",
+                        lambda fig, *a, **k: figs.append(fig) or [])
     return figs
 
 

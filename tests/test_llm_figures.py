@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from iclsim.engine import figures as engine_figures
 from iclsim.llm import figures
 from iclsim.llm.aggregate import add_aggregates
 
@@ -33,7 +34,7 @@ def drawn(monkeypatch, tmp_path):
                "seed": np.arange(3), "query": np.arange(16)})
     ds = add_aggregates(ds.assign_coords(kind=("model", [v[1] for v in MODELS.values()])))
     figs = {}
-    monkeypatch.setattr(figures, "save_figure",
+    monkeypatch.setattr(engine_figures, "save_figure",
                         lambda fig, out, stem, fmts: figs.setdefault(stem, fig) and [])
     figures.draw_all(ds, tmp_path, ["png"])
     return ds, figs

@@ -6,8 +6,9 @@ context input-noise variance, σ₀² the pretraining label-noise variance, N th
 number of in-context examples, r the rank of W^{KQ}, L_r the optimal rank-r risk.
 
 Theory is drawn as lines (oracle values stored in the result), simulation as
-points with ±1 SE error bars (mean over the non-diverged seeds; the SE shown is
-the largest per-run SE of the held-out Monte Carlo evaluation).  Runs are shown
+points with error bars: the mean over the non-diverged seeds ± its error, seed variance
+and Monte Carlo error combined (:func:`iclsim.engine.analysis.seed_mean_error`; the Monte
+Carlo term is 0 where the evaluation is exact).  Runs are shown
 at the first learning rate, init scale and σ₀² of the sweep (printed in each
 figure's footer).  Which figures are drawn depends on the axes the sweep varied:
 
@@ -24,7 +25,8 @@ figure's footer).  Which figures are drawn depends on the axes the sweep varied:
 * ``linear_gamma_error`` — always: ‖Γ − Γ_r‖_F/‖Γ_r‖_F and |R(Γ) − L_r|/L_r per
   rank, marked by verdict;
 * ``linear_training_curves`` — always: (training loss − L_r)/(L_(r−1) − L_r) against the
-  step (1: stalled on the rank-(r − 1) plateau; Monte Carlo: trailing mean ± 2 SE).
+  step (1: stalled on the rank-(r − 1) plateau; Monte Carlo: trailing mean, seed-mean
+  ± 2 errors).
 
 The oracle risk is affine in σ² (at fixed σ_x²) and in σ_x² (at fixed σ²), so
 the theory lines between the stored grid points are exact.
@@ -36,16 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from iclsim.engine.setting import best_scale, tuning_word
-from iclsim.plotting import add_footer, sweep_footer
+from iclsim.engine import analysis as A
+from iclsim.engine import figures as F
 from iclsim.plotting import result_config as _config
 from iclsim.plotting import pyplot as _plt
-from iclsim.plotting import save_figure as _save
 from iclsim.plotting import scale_colors as _colors
 
 __all__ = ["draw_all"]
 
-_FIRST = dict(learning_rate=0, init_scale=0, train_label_noise=0)
+_FIRST = ("learning_rate", "init_scale", "train_label_noise")
 _MAX_HEATMAP_RANKS = 8
 _VERDICT_STYLE = {
     "optimum_reached": dict(marker="o", color="C2", label="optimum reached"),
@@ -56,8 +57,7 @@ _VERDICT_STYLE = {
 
 def _first(ds, var):
     """``ds[var]`` at the first learning rate, init scale and σ₀² (where those are dims)."""
-    da = ds[var]
-    return da.isel({k: v for k, v in _FIRST.items() if k in da.dims})
+    return A.first_cell(ds, var, _FIRST)
 
 
 def _s0(ds):
@@ -65,24 +65,21 @@ def _s0(ds):
 
 
 def _sim(ds, var, **sel):
-    """Mean over non-diverged seeds and the largest per-run SE."""
+    """Mean over the non-diverged seeds and its error (engine ``seed_mean``)."""
     ok = ~_first(ds, "diverged")
     values = _first(ds, var).sel(**sel)
-    values = values.where(ok.sel(**{k: v for k, v in sel.items() if k in ok.dims}))
     se_var = "eval_se" if var == "eval_risk" else "test_se"
     se = _first(ds, se_var).sel(**sel)
     if var == "eval_risk" and ds.attrs.get("eval_method") == "exact":
-        se = se * 0.0  # eval_risk is exact; eval_se belongs to the Monte Carlo cross-check
-    return values.mean("seed"), se.max("seed")
+        se = None  # eval_risk is exact; eval_se belongs to the Monte Carlo cross-check
+    return A.seed_mean(values, se, ok=ok.sel(**{k: v for k, v in sel.items() if k in ok.dims}))
 
 
 def _footer(ds) -> str:
-    sel = {k: float(ds[k].values[0]) for k in ("learning_rate", "init_scale", "train_label_noise")}
-    bits = [f"lr = {sel['learning_rate']:g}", f"init scale = {sel['init_scale']:g}",
-            f"σ₀² = {sel['train_label_noise']:g}", f"{ds.seed.size} seed(s)",
-            f"simulated best rank: {tuning_word('best')}"]
+    fixed = {"lr": ds.learning_rate.values[0], "init scale": ds.init_scale.values[0],
+             "σ₀²": ds.train_label_noise.values[0]}
     parametrization = _config(ds).get("model", {}).get("parametrization", "?")
-    return sweep_footer(ds, bits, parametrization)
+    return F.run_footer(ds, fixed, "simulated best rank", parametrization)
 
 
 def _log_y(ax):
@@ -106,7 +103,7 @@ def _rank_legend(ax, plt, extra=(), **kw):
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="0.3", lw=1.3), Line2D([], [], color="0.3", marker="o",
                                                                ls="none", ms=4)]
-    labels += ["oracle (line)", "trained ± SE (points)"]
+    labels += ["oracle (line)", "trained ± error (points)"]
     for h, lab in extra:
         handles.append(h)
         labels.append(lab)
@@ -120,8 +117,8 @@ def _best_rank_sim(ds, dim, n, other_index):
     """Simulated best rank per level of ``dim`` (engine ``best_scale``: r = 0 is tr Λ), for the
     runs pretrained at the first σ₀², at the ``other_index``-th level of the other noise."""
     other = "input_noise" if dim == "label_noise" else "label_noise"
-    return best_scale(ds, n_context=n, train_label_noise=ds["train_label_noise"].values[0],
-                      **{other: ds[other].values[other_index]}).transpose(dim).values
+    return A.best_scale_along(ds, dim, other, other_index=other_index, n_context=n,
+                              train_label_noise=ds["train_label_noise"].values[0])
 
 
 def risk_vs_noise(ds, kind, out_dir, formats):
@@ -141,22 +138,17 @@ def risk_vs_noise(ds, kind, out_dir, formats):
     theory = ds["oracle_risk"].sel(n_context=n, train_label_noise=s0).isel({other: 0})
     theory = theory.transpose("rank_all", dim).values  # (d+1, levels)
 
-    fig = plt.figure(figsize=(11.5, 5.6), layout="constrained")
-    gs = fig.add_gridspec(2, 2, width_ratios=(1.55, 1.0))
-    ax = fig.add_subplot(gs[:, 0])
-    ax_res = fig.add_subplot(gs[0, 1])
-    ax_best = fig.add_subplot(gs[1, 1], sharex=ax_res)
-
+    points = []
+    for r in ranks:
+        mean, err = _sim(ds, "eval_risk", n_context=n, rank=r)
+        points.append((mean.isel({other: 0}).values, err.isel({other: 0}).values))
+    fig, ax, ax_res, ax_best = F.risk_vs_noise(
+        plt, grid=grid, scales=ranks, colors=colors, points=points,
+        theory=[theory[r] for r in ranks], scale_symbol="ranks", figsize=(11.5, 5.6),
+        jitter=0.006, residual_title="Residual trained − oracle (± error; 0 = exact agreement)")
     ax.plot(grid, theory[0], color="0.55", ls="--", lw=1, label="r = 0 (Γ = 0, risk tr Λ)")
-    span = float(grid.max() - grid.min()) or 1.0
-    jitter = (np.arange(len(ranks)) - (len(ranks) - 1) / 2) * 0.006 * span
-    for k, (color, r) in enumerate(zip(colors, ranks)):
+    for color, r in zip(colors, ranks):
         ax.plot(grid, theory[r], color=color, lw=1.3, label=f"r = {r}")
-        mean, se = _sim(ds, "eval_risk", n_context=n, rank=r)
-        mean, se = mean.isel({other: 0}).values, se.isel({other: 0}).values
-        ax.errorbar(grid, mean, yerr=se, fmt="o", ms=4, capsize=2, color=color)
-        ax_res.errorbar(grid + jitter[k], mean - theory[r], yerr=se, fmt="o", ms=3, capsize=1.5,
-                        color=color, lw=0.8)
     noise_name = ("context label-noise variance σ²" if kind == "label"
                   else "context input-noise variance σ_x²")
     ax.set_xlabel(noise_name)
@@ -168,23 +160,11 @@ def risk_vs_noise(ds, kind, out_dir, formats):
     ax.set_title(f"Risk of rank-r LSA vs {sym} ({where}; Theorem {theorem})", fontsize=10)
     _rank_legend(ax, plt, ncol=2)
 
-    ax_res.axhline(0.0, color="0.5", lw=0.8)
-    ax_res.set_ylabel("trained − oracle risk")
-    ax_res.set_title("Residual trained − oracle (± 1 SE; 0 = exact agreement)\n"
-                     "all ranks see the same prompts: residuals move together", fontsize=9)
-    ax_res.tick_params(labelbottom=False)
-
     # r*: theory from the affine oracle lines (exact), simulation from the trained ranks.
     dense = np.linspace(float(grid.min()), float(grid.max()), 2001)
     lines = np.array([np.interp(dense, grid, row) for row in theory])  # exact: affine in noise
     all_ranks = ds["rank_all"].values
-    ax_best.step(dense, all_ranks[np.argmin(lines, axis=0)], where="post", color="k", lw=1.2,
-                 label="theory r* over r = 0..d")
     trained = np.concatenate([[0], ranks])
-    if set(trained) != set(all_ranks):
-        sub = lines[trained]
-        ax_best.step(dense, trained[np.argmin(sub, axis=0)], where="post", color="0.5", lw=1,
-                     ls=":", label="theory over trained ranks ∪ {0}")
     if s0 == 0.0:
         pred = ds["best_rank"].sel(n_context=n).isel({other: 0}).values
         pred_label = "best_rank (stored oracle r*)"
@@ -192,23 +172,13 @@ def risk_vs_noise(ds, kind, out_dir, formats):
         pred = all_ranks[np.argmin(theory, axis=0)]
         pred_label = f"oracle r* (Γ_r trained at σ₀² = {s0:g})"
     sim_best = _best_rank_sim(ds, dim, n, 0)
-    ax_best.plot(grid, pred, "s", mfc="none", mec="k", ms=9, label=pred_label)
-    ax_best.plot(grid, sim_best, "o", color="C3", ms=4.5, label="simulated argmin")
-    agree = int(np.sum(pred == sim_best))
-    compared = int(np.sum(np.isfinite(sim_best)))
-    ax_best.set_xlabel(noise_name)
-    ax_best.set_ylabel("best rank r*")
-    ax_best.set_ylim(-0.5, all_ranks.max() + 0.5)
-    ax_best.set_yticks(all_ranks if all_ranks.size <= 12 else
-                       np.unique(np.linspace(0, all_ranks.max(), 9).astype(int)))
-    ax_best.grid(True, axis="y", lw=0.3)
-    ax_best.set_title(f"Best rank r*({sym}): simulation = theory at {agree}/{compared} levels",
-                      fontsize=9)
-    ax_best.legend(fontsize=7, loc="best")
-    _add_footer(fig, ds)
-    paths = _save(fig, out_dir, f"linear_risk_vs_{kind}_noise", formats)
-    plt.close(fig)
-    return paths
+    F.best_scale_panel(ax_best, dense=dense, theory_lines=lines, all_scales=all_ranks,
+                       trained=trained, grid=grid, pred=pred, pred_label=pred_label,
+                       sim_best=sim_best, agree_with=pred,
+                       labels=("theory r* over r = 0..d", "theory over trained ranks ∪ {0}"),
+                       xlabel=noise_name, ylabel="best rank r*",
+                       title=f"Best rank r*({sym})", legend_loc="best")
+    return F.finish(fig, _footer(ds), out_dir, f"linear_risk_vs_{kind}_noise", formats)
 
 
 # ----------------------------------------------------------------------------- context length
@@ -255,12 +225,9 @@ def risk_vs_context_length(ds, out_dir, formats):
     ax_res.minorticks_off()
     ax_res.set_xlabel("context length N")
     ax_res.set_ylabel("trained − oracle risk")
-    ax_res.set_title("Residual trained − oracle (± 1 SE; 0 = exact agreement)\n"
+    ax_res.set_title("Residual trained − oracle (± error; 0 = exact agreement)\n"
                      "ranks share prompts at each N: residuals move together", fontsize=9)
-    _add_footer(fig, ds)
-    paths = _save(fig, out_dir, "linear_risk_vs_context_length", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds), out_dir, "linear_risk_vs_context_length", formats)
 
 
 # ----------------------------------------------------------------------------- Γ
@@ -325,10 +292,7 @@ def gamma_heatmaps(ds, out_dir, formats):
                  f"Γ_r = U diag(γ_1..γ_r, 0, …) Uᵀ, γ_i = N/({denominator}); "
                  f"N = {n}, seed {seed}",
                  fontsize=9)
-    _add_footer(fig, ds)
-    paths = _save(fig, out_dir, "linear_gamma_heatmaps", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds), out_dir, "linear_gamma_heatmaps", formats)
 
 
 def gamma_error(ds, out_dir, formats):
@@ -402,10 +366,7 @@ def gamma_error(ds, out_dir, formats):
         kinds.append((Line2D([], [], marker="o", mec="0.3", mfc="none", ls="none"),
                       "R(Γ) < L_r (float32 rounding or MC error)"))
         ax_risk.legend(*zip(*kinds), fontsize=7, title="marker fill", title_fontsize=7)
-    _add_footer(fig, ds)
-    paths = _save(fig, out_dir, "linear_gamma_error", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds), out_dir, "linear_gamma_error", formats)
 
 
 #: Trailing window of the Monte Carlo training curves: the stored window means between
@@ -453,7 +414,8 @@ def training_curves(ds, out_dir, formats):
     the batch loss are noisy (one window's SE is about 1/3 of L_7 − L_8 in the quickstart),
     and the result stores neither Γ nor its exact risk along the way, so each curve is a
     trailing average over the last 20 % of the steps (:func:`trailing_mean`), drawn with a
-    ±2 SE band on a symlog axis (linear within ±1, logarithmic above).  Its resolution
+    band of ± 2 errors of the seed-mean (seed variance and the windows' SE combined,
+    :func:`iclsim.engine.analysis.seed_mean_error`) on a symlog axis (linear within ±1, logarithmic above).  Its resolution
     grows with the step: it can tell a rank-(r − 1) plateau from the optimum once the band
     is narrower than 1.  Curves are means over the non-diverged seeds at the first N,
     learning rate, init scale and σ₀²; per-seed outcomes are in ``linear_gamma_error``.
@@ -465,32 +427,33 @@ def training_curves(ds, out_dir, formats):
     colors = _colors(plt, len(ranks))
     mode = _config(ds).get("train", {}).get("mode", "")
     exact = mode == "population"
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
     ok = ~_first(ds, "diverged").sel(n_context=n)
     loss = _first(ds, "loss").sel(n_context=n).where(ok)
     steps = ds["step"].values
     ladder = ds["optimal_risk"].sel(n_context=n, train_label_noise=s0).values  # L_0..L_d
-    floor = np.inf
-    for color, r in zip(colors, ranks):
+    floors = [np.inf]
+
+    def curves(k, r):
         gain = float(ladder[r - 1] - ladder[r])
         runs = loss.sel(rank=r).transpose("seed", "step").values
         if exact:
             excess = (np.nanmean(runs, axis=0) - ladder[r]) / gain
             resolution = float(np.finfo(np.float32).eps) * float(ladder[r]) / gain
-            floor = min(floor, resolution)
-            ax.plot(steps, np.maximum(np.abs(excess), 0.1 * resolution), color=color, lw=1.1,
-                    label=f"r = {r}")
-            continue
+            floors.append(resolution)
+            return [(f"r = {r}", np.maximum(np.abs(excess), 0.1 * resolution), None,
+                     dict(lw=1.1))]
         mean, se = trailing_mean(runs, steps)
         with np.errstate(invalid="ignore"):
-            count = np.sum(np.isfinite(mean), axis=0)
             seed_mean = np.nanmean(mean, axis=0)
-            seed_se = np.sqrt(np.nansum(se ** 2, axis=0)) / np.maximum(count, 1)
-        excess, band = (seed_mean - ladder[r]) / gain, 2.0 * seed_se / gain
-        ax.plot(steps, excess, color=color, lw=1.1, label=f"r = {r}")
-        ax.fill_between(steps, excess - band, excess + band, color=color, alpha=0.18, lw=0)
+        # the one error of a seed-mean; a single window has no SE of its own (taken as 0)
+        seed_se = A.seed_mean_error(mean, np.nan_to_num(se), axis=0)
+        return [(f"r = {r}", (seed_mean - ladder[r]) / gain, 2.0 * seed_se / gain,
+                 dict(lw=1.1))]
+
+    fig, ax = F.training_curves(plt, steps=steps, scales=ranks, colors=colors, curves=curves,
+                                figsize=(7.5, 4.8))
+    floor = min(floors)
     ax.axhline(1.0, color="C3", ls="--", lw=0.9, label="rank r − 1 plateau (L_(r−1))")
-    ax.set_xscale("log")
     if exact:
         _log_y(ax)
         ax.set_ylabel("|R(Γ) − L_r| / (L_(r−1) − L_r)")
@@ -502,35 +465,23 @@ def training_curves(ds, out_dir, formats):
         ax.set_yscale("symlog", linthresh=1.0, linscale=1.5)
         ax.set_ylim(bottom=-0.6)
         ax.set_ylabel("(loss − L_r) / (L_(r−1) − L_r)")
-        what = ("Monte Carlo batch loss: trailing mean over the last 20 % of the steps ± 2 SE, "
-                "mean over seeds")
+        what = ("Monte Carlo batch loss: trailing mean over the last 20 % of the steps, "
+                "mean over seeds ± 2 errors")
     ax.set_xlabel("optimizer step (Adam; population mode: L-BFGS for the last half)" if exact
                   else "Adam step")
     ax.set_title(f"Excess training loss in units of the rank-r gain (N = {n}): 0 = optimum L_r, "
                  f"1 = stalled at rank r − 1\n{what}", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
-    _add_footer(fig, ds)
-    paths = _save(fig, out_dir, "linear_training_curves", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds), out_dir, "linear_training_curves", formats)
 
 
 def draw_all(ds, out_dir, formats=("png", "pdf")) -> list[Path]:
     """Draw every figure that the result's axes support; return the written paths."""
-    paths = []
-    if ds.label_noise.size > 1:
-        paths += risk_vs_noise(ds, "label", out_dir, formats)
-    if ds.input_noise.size > 1:
-        paths += risk_vs_noise(ds, "input", out_dir, formats)
-    if ds.n_context.size > 1:
-        paths += risk_vs_context_length(ds, out_dir, formats)
-    paths += gamma_heatmaps(ds, out_dir, formats)
-    paths += gamma_error(ds, out_dir, formats)
-    if ds.sizes.get("step", 0) > 0:
-        paths += training_curves(ds, out_dir, formats)
-    return paths
-
-
-def _add_footer(fig, ds):
-    """Run settings in small print along the bottom edge (space kept free by the layout)."""
-    add_footer(fig, _footer(ds))
+    return F.draw_all(ds, out_dir, formats, (
+        (ds.label_noise.size > 1, lambda *a: risk_vs_noise(a[0], "label", *a[1:])),
+        (ds.input_noise.size > 1, lambda *a: risk_vs_noise(a[0], "input", *a[1:])),
+        (ds.n_context.size > 1, risk_vs_context_length),
+        (True, gamma_heatmaps),
+        (True, gamma_error),
+        (ds.sizes.get("step", 0) > 0, training_curves),
+    ))

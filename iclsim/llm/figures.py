@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from iclsim.plotting import add_footer, pyplot, result_config, save_figure
+from iclsim.engine import analysis as A
+from iclsim.engine import figures as F
+from iclsim.plotting import pyplot, result_config
 
 __all__ = ["draw_all"]
 
@@ -66,8 +68,7 @@ def _footer(ds, fixed) -> str:
 
 
 def _first(ds):
-    return dict(k=ds["k"].values[0], label_words=ds["label_words"].values[0],
-                input_noise=ds["input_noise"].values[0])
+    return A.first_coords(ds, ("k", "label_words", "input_noise"))
 
 
 def accuracy_vs_flip(ds, out_dir, formats) -> list[Path]:
@@ -106,10 +107,7 @@ def accuracy_vs_flip(ds, out_dir, formats) -> list[Path]:
     fig.suptitle("Real language models: accuracy on clean queries vs fraction p of flipped "
                  "demonstration labels\n(does the drop with p depend on model size?)",
                  fontsize=10)
-    add_footer(fig, _footer(ds, sel))
-    paths = save_figure(fig, out_dir, "llm_accuracy_vs_flip", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds, sel), out_dir, "llm_accuracy_vs_flip", formats)
 
 
 def sensitivity(ds, out_dir, formats) -> list[Path]:
@@ -159,10 +157,7 @@ def sensitivity(ds, out_dir, formats) -> list[Path]:
                  "with size? lines join models of one kind only)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(True, lw=0.3)
-    add_footer(fig, _footer(ds, sel))
-    paths = save_figure(fig, out_dir, "llm_sensitivity", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds, sel), out_dir, "llm_sensitivity", formats)
 
 
 def accuracy_vs_input_noise(ds, out_dir, formats) -> list[Path]:
@@ -190,10 +185,7 @@ def accuracy_vs_input_noise(ds, out_dir, formats) -> list[Path]:
                  (" (pooled over tasks)" if pooled else ""), fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, lw=0.3)
-    add_footer(fig, _footer(ds, sel))
-    paths = save_figure(fig, out_dir, "llm_accuracy_vs_input_noise", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds, sel), out_dir, "llm_accuracy_vs_input_noise", formats)
 
 
 def draw_all(ds, out_dir: Path, formats) -> list[Path]:
@@ -207,7 +199,5 @@ def draw_all(ds, out_dir: Path, formats) -> list[Path]:
     list of pathlib.Path
         The files written under ``out_dir``, one per figure and format in ``formats``.
     """
-    out = []
-    for draw in (accuracy_vs_flip, sensitivity, accuracy_vs_input_noise):
-        out += draw(ds, out_dir, formats)
-    return out
+    return F.draw_all(ds, out_dir, formats, [(True, draw) for draw in (
+        accuracy_vs_flip, sensitivity, accuracy_vs_input_noise)])

@@ -8,9 +8,9 @@ signal is μ = (1 − 2p)(1 − 2q)^k.  R_m(μ) is the risk of the clean m-head 
 (Theorem D, (3)); γ_j its readout ((1)); m* the best head count.
 
 Theory is drawn as lines (oracle values stored in the result), simulation as
-points with ±1 SE error bars (mean over the non-diverged seeds; the SE shown is
-the largest per-run SE of the held-out Monte Carlo evaluation, whose prompts are
-shared by all runs).  Runs are shown at the first learning rate, init scale and
+points with error bars: the mean over the non-diverged seeds ± its error, seed
+variance and the Monte Carlo error of the held-out evaluation (whose prompts are shared
+by all runs) combined (:func:`iclsim.engine.analysis.seed_mean_error`).  Runs are shown at the first learning rate, init scale and
 N of the sweep (printed in each figure's footer).  Figures:
 
 * ``parity_attention_mass`` — always: per trained m, the attention mass of each
@@ -30,17 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from iclsim.engine.setting import best_scale, tuning_word
-from iclsim.plotting import add_footer, sweep_footer
+from iclsim.engine import analysis as A
+from iclsim.engine import figures as F
 from iclsim.plotting import result_config as _config
 from iclsim.plotting import pyplot as _plt
-from iclsim.plotting import save_figure as _save
 from iclsim.plotting import scale_colors as _colors
 
 __all__ = ["draw_all", "attention_mass", "readout", "risk_vs_noise", "training_curves",
            "best_heads_sim"]
 
-_FIRST = dict(learning_rate=0, init_scale=0, n_context=0)
+_FIRST = ("learning_rate", "init_scale", "n_context")
 _VERDICT_STYLE = {
     "optimum_reached": dict(marker="o", color="C2", label="optimum reached"),
     "not_converged": dict(marker="^", color="C1", label="not converged (top-m blocks)"),
@@ -51,8 +50,7 @@ _VERDICT_STYLE = {
 
 def _first(ds, var):
     """``ds[var]`` at the first learning rate, init scale and N (where those are dims)."""
-    da = ds[var]
-    return da.isel({k: v for k, v in _FIRST.items() if k in da.dims})
+    return A.first_cell(ds, var, _FIRST)
 
 
 def _n(ds) -> int:
@@ -60,11 +58,10 @@ def _n(ds) -> int:
 
 
 def _footer(ds) -> str:
-    bits = [f"N = {_n(ds)}", f"lr = {float(ds.learning_rate.values[0]):g}",
-            f"init scale = {float(ds.init_scale.values[0]):g}", f"{ds.seed.size} seed(s)",
-            f"best m (sim): {tuning_word('best')}"]
+    fixed = {"N": _n(ds), "lr": ds.learning_rate.values[0],
+             "init scale": ds.init_scale.values[0]}
     protocol = _config(ds).get("train", {}).get("protocol", "?")
-    return sweep_footer(ds, bits, protocol)
+    return F.run_footer(ds, fixed, "best m (sim)", protocol)
 
 
 def _problem(ds) -> str:
@@ -78,10 +75,10 @@ def _ok(ds):
 
 
 def _sim(ds, **sel):
-    """Mean eval_risk over non-diverged seeds and the largest per-run SE."""
+    """Mean eval_risk over the non-diverged seeds and its error (engine ``seed_mean``)."""
     ok = _ok(ds).sel(**{k: v for k, v in sel.items() if k in ("heads",)})
-    values = _first(ds, "eval_risk").sel(**sel).where(ok)
-    return values.mean("seed"), _first(ds, "eval_se").sel(**sel).max("seed")
+    return A.seed_mean(_first(ds, "eval_risk").sel(**sel), _first(ds, "eval_se").sel(**sel),
+                       ok=ok)
 
 
 def best_heads_sim(ds, dim, other_index=0):
@@ -90,8 +87,8 @@ def best_heads_sim(ds, dim, other_index=0):
     the first N and the ``other_index``-th level of the other noise; NaN where every run
     diverged."""
     other = "bit_flip" if dim == "label_flip" else "label_flip"
-    return best_scale(ds, n_context=ds["n_context"].values[0],
-                      **{other: ds[other].values[other_index]}).transpose(dim).values
+    return A.best_scale_along(ds, dim, other, other_index=other_index,
+                              n_context=ds["n_context"].values[0])
 
 
 # ----------------------------------------------------------------------------- attention
@@ -147,10 +144,7 @@ def attention_mass(ds, out_dir, formats):
                  "top-m boundary; numbers: each head's largest block mass\n"
                  f"{_problem(ds)}; N = {_n(ds)}; best seed per m (lowest exact loss (5))",
                  fontsize=9)
-    _add_footer(fig, ds)
-    paths = _save(fig, out_dir, "parity_attention_mass", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds), out_dir, "parity_attention_mass", formats)
 
 
 def readout(ds, out_dir, formats):
@@ -207,10 +201,7 @@ def readout(ds, out_dir, formats):
     ax_dev.set_ylabel("|c_h − γ_j| / γ_j")
     ax_dev.set_title("Relative readout error per head (all seeds)\n"
                      "dotted: the 2% tolerance of the verdict", fontsize=9.5)
-    _add_footer(fig, ds)
-    paths = _save(fig, out_dir, "parity_readout", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds), out_dir, "parity_readout", formats)
 
 
 # ----------------------------------------------------------------------------- noise
@@ -232,29 +223,25 @@ def risk_vs_noise(ds, kind, out_dir, formats):
     theory = theory.values
     colors = _colors(plt, len(heads))
 
-    fig = plt.figure(figsize=(11.5, 5.8), layout="constrained")
-    gs = fig.add_gridspec(2, 2, width_ratios=(1.55, 1.0))
-    ax = fig.add_subplot(gs[:, 0])
-    ax_res = fig.add_subplot(gs[0, 1])
-    ax_best = fig.add_subplot(gs[1, 1], sharex=ax_res)
+    points = []
+    for m in heads:
+        mean, err = _sim(ds, heads=m)
+        points.append((mean.isel({other: 0}).values, err.isel({other: 0}).values))
+    fig, ax, ax_res, ax_best = F.risk_vs_noise(
+        plt, grid=grid, scales=heads, colors=colors, points=points,
+        theory=[theory[m] for m in heads], scale_symbol="m", figsize=(11.5, 5.8),
+        jitter=0.005,
+        residual_title="Residual trained − R_m(μ) (± error; 0 = exact agreement)")
     ax.plot(fine, lines[0], color="0.55", ls="--", lw=1, label="m = 0 (ŷ = 0, risk 1)")
-    span = float(grid.max() - grid.min()) or 1.0
-    jitter = (np.arange(len(heads)) - (len(heads) - 1) / 2) * 0.005 * span
-    for i, (color, m) in enumerate(zip(colors, heads)):
+    for color, m in zip(colors, heads):
         ax.plot(fine, lines[m], color=color, lw=1.3, label=f"m = {m}")
-        mean, se = _sim(ds, heads=m)
-        mean = mean.isel({other: 0}).values
-        se = se.isel({other: 0}).values
-        ax.errorbar(grid, mean, yerr=se, fmt="o", ms=4, capsize=2, color=color)
-        ax_res.errorbar(grid + jitter[i], mean - theory[m], yerr=se, fmt="o", ms=3, capsize=1.5,
-                        color=color, lw=0.8)
     _excess_inset(ax, ds, fine, lines, grid, heads, colors, other)
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="0.3", lw=1.3),
                 Line2D([], [], color="0.3", marker="o", ls="none", ms=4)]
-    labels += ["oracle R_m(μ) (line)", "trained ± SE (points)"]
+    labels += ["oracle R_m(μ) (line)", "trained ± error (points)"]
     ax.legend(handles, labels, fontsize=7, ncol=2, loc="upper left")
     name = ("context label-flip probability p" if kind == "label"
             else "context bit-flip probability q")
@@ -269,39 +256,21 @@ def risk_vs_noise(ds, kind, out_dir, formats):
     ax.set_title(f"Risk of clean-trained m-head models vs {sym} ({where}; Theorem D: "
                  f"R_m(μ), {mu_text})", fontsize=9.5)
 
-    ax_res.axhline(0.0, color="0.5", lw=0.8)
-    ax_res.set_ylabel("trained − oracle risk")
-    ax_res.set_title("Residual trained − R_m(μ) (± 1 SE; 0 = exact agreement)\n"
-                     "all m see the same prompts: residuals move together", fontsize=9)
-    ax_res.tick_params(labelbottom=False)
-
     heads_all = ds["heads_all"].values
-    ax_best.step(fine, heads_all[np.argmin(lines, axis=0)], where="post", color="k", lw=1.2,
-                 label="theory m* over m = 0..K")
     trained = np.concatenate([[0], heads])
-    if set(trained) != set(heads_all):
-        ax_best.step(fine, trained[np.argmin(lines[trained], axis=0)], where="post", color="0.5",
-                     lw=1, ls=":", label="theory over trained m ∪ {0}")
     pred = ds["best_heads"].isel(n_context=0).isel({other: 0}).values
-    sim_best = best_heads_sim(ds, dim)
-    ax_best.plot(grid, pred, "s", mfc="none", mec="k", ms=9, label="best_heads (stored m*)")
-    ax_best.plot(grid, sim_best, "o", color="C3", ms=4.5, label="simulated argmin")
+    agree_with = pred
     if set(trained) != set(heads_all):  # compare with the best of what was trained
-        pred = trained[np.argmin(theory[trained], axis=0)]
-    agree = int(np.sum(pred == sim_best))
-    compared = int(np.sum(np.isfinite(sim_best)))
-    ax_best.set_xlabel(name)
-    ax_best.set_ylabel("best head count m*")
-    ax_best.set_ylim(-0.5, heads_all.max() + 0.5)
-    ax_best.set_yticks(heads_all)
-    ax_best.grid(True, axis="y", lw=0.3)
-    ax_best.set_title(f"Best head count m*({sym}): simulation = theory at {agree}/{compared} "
-                      "levels", fontsize=9)
-    ax_best.legend(fontsize=7, loc="lower left")
-    _add_footer(fig, ds)
-    paths = _save(fig, out_dir, f"parity_risk_vs_{kind}_flip", formats)
-    plt.close(fig)
-    return paths
+        agree_with = trained[np.argmin(theory[trained], axis=0)]
+    F.best_scale_panel(ax_best, dense=fine, theory_lines=lines, all_scales=heads_all,
+                       trained=trained, grid=grid, pred=pred,
+                       pred_label="best_heads (stored m*)", sim_best=best_heads_sim(ds, dim),
+                       agree_with=agree_with,
+                       labels=("theory m* over m = 0..K", "theory over trained m ∪ {0}"),
+                       xlabel=name, ylabel="best head count m*",
+                       title=f"Best head count m*({sym})", legend_loc="lower left",
+                       yticks=heads_all)
+    return F.finish(fig, _footer(ds), out_dir, f"parity_risk_vs_{kind}_flip", formats)
 
 
 def _excess_inset(ax, ds, fine, lines, grid, heads, colors, other):
@@ -342,15 +311,16 @@ def training_curves(ds, out_dir, formats):
     colors = _colors(plt, len(heads))
     cfg = _config(ds).get("train", {})
     mode, protocol = cfg.get("mode", ""), cfg.get("protocol", "")
-    fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
     loss = _first(ds, "loss").where(_ok(ds))
     steps = ds["step"].values
-    for color, m in zip(colors, heads):
+
+    def curves(k, m):
         target = float(ds["clean_risk"].isel(n_context=0).sel(heads_all=m))
-        for i, s in enumerate(ds.seed.values):
-            gap = np.abs(loss.sel(heads=m, seed=s).values - target)
-            ax.plot(steps, np.maximum(gap, 1e-9), color=color, lw=0.9, alpha=0.7,
-                    label=f"m = {m}" if i == 0 else None)
+        return [(f"m = {m}", np.maximum(np.abs(loss.sel(heads=m, seed=s).values - target), 1e-9),
+                 None, dict(lw=0.9, alpha=0.7)) for s in ds.seed.values]
+
+    fig, ax = F.training_curves(plt, steps=steps, scales=heads, colors=colors, curves=curves,
+                                figsize=(8, 4.8))
     if mode == "population":
         resolution = float(np.finfo(np.float32).eps) * float(
             np.nanmax(ds["clean_risk"].isel(n_context=0).values))
@@ -366,26 +336,15 @@ def training_curves(ds, out_dir, formats):
     ax.set_title(f"Training loss vs the m-head optimum R_m (N = {_n(ds)})\n{what}; every seed; "
                  f"windows of {window} steps{extra}", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
-    _add_footer(fig, ds)
-    paths = _save(fig, out_dir, "parity_training_curves", formats)
-    plt.close(fig)
-    return paths
+    return F.finish(fig, _footer(ds), out_dir, "parity_training_curves", formats)
 
 
 def draw_all(ds, out_dir, formats=("png", "pdf")) -> list[Path]:
     """Draw every figure that the result's axes support; return the written paths."""
-    paths = []
-    if ds.label_flip.size > 1:
-        paths += risk_vs_noise(ds, "label", out_dir, formats)
-    if ds.bit_flip.size > 1:
-        paths += risk_vs_noise(ds, "bit", out_dir, formats)
-    paths += attention_mass(ds, out_dir, formats)
-    paths += readout(ds, out_dir, formats)
-    if ds.sizes.get("step", 0) > 0:
-        paths += training_curves(ds, out_dir, formats)
-    return paths
-
-
-def _add_footer(fig, ds):
-    """Run settings in small print along the bottom edge (space kept free by the layout)."""
-    add_footer(fig, _footer(ds))
+    return F.draw_all(ds, out_dir, formats, (
+        (ds.label_flip.size > 1, lambda *a: risk_vs_noise(a[0], "label", *a[1:])),
+        (ds.bit_flip.size > 1, lambda *a: risk_vs_noise(a[0], "bit", *a[1:])),
+        (True, attention_mass),
+        (True, readout),
+        (ds.sizes.get("step", 0) > 0, training_curves),
+    ))
