@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iclsim.engine import analysis as A
 from iclsim.engine.config import CommonAxes, CommonEval, CommonSweep, CommonTrain, ConfigError, spec
-from iclsim.engine.setting import Runs, Setting, axis_values, best_scale
+from iclsim.engine.setting import Runs, Setting, axis_values
 from iclsim.engine.trainer import SCHEDULES
 from iclsim.parity import oracle
 from iclsim.parity.training import (
@@ -333,9 +334,8 @@ def simulated_best_heads(ds, n, label_flip, bit_flip, var="eval_risk", **slice_)
     :func:`iclsim.engine.setting.best_scale` at one point (m = 0 is ŷ = 0 with risk
     E[y_q²] = 1); -1 when every run diverged.  ``slice_`` fixes e.g. ``learning_rate``.
     """
-    best = float(best_scale(ds, var, n_context=n, label_flip=label_flip, bit_flip=bit_flip,
-                            **slice_))
-    return int(best) if np.isfinite(best) else -1
+    return A.best_scale_at(ds, var, n_context=n, label_flip=label_flip, bit_flip=bit_flip,
+                           **slice_)
 
 
 def _training_table(ds, sel):
@@ -346,9 +346,9 @@ def _training_table(ds, sel):
     for m in ds["heads"].values:
         cell = ds.sel(heads=m, **sel)
         good = ok.sel(heads=m, **sel).values
-        verdicts = [str(v) for v in cell["verdict"].values]
-        counts = {v: verdicts.count(v) for v in dict.fromkeys(verdicts)}
-        vtext = ", ".join(f"{key} x{c}" for key, c in counts.items())
+        verdicts = cell["verdict"].values
+        counts = A.verdict_counts(verdicts)
+        vtext = A.verdict_text(verdicts)
         risk = cell["risk"].values[good]
         peak = cell["block_mass"].values[good][:, :int(m)].max(axis=-1)
         rows.append((
@@ -376,11 +376,11 @@ def _noise_table(ds, sel):
         for q in ds.bit_flip.values:
             at = dict(n_context=sel["n_context"], label_flip=p, bit_flip=q)
             sim = ds["eval_risk"].sel(**sel, label_flip=p, bit_flip=q).where(ok)
-            se = ds["eval_se"].sel(**sel, label_flip=p, bit_flip=q).where(ok)
+            se = ds["eval_se"].sel(**sel, label_flip=p, bit_flip=q)
             cells = []
             for m in heads:
                 mean = float(sim.sel(heads=m).mean().values)
-                err = float(se.sel(heads=m).max().values)
+                err = float(A.seed_mean_error(sim.sel(heads=m).values, se.sel(heads=m).values))
                 theo = float(ds["optimal_risk"].sel(heads_all=m, **at))
                 z = (mean - theo) / err if err > 0 else float("nan")
                 cells.append(f"{_fmt(mean, 4)}/{_fmt(theo, 4)} ({z:+.1f})")
@@ -390,7 +390,8 @@ def _noise_table(ds, sel):
         rows, ("p", "q", "μ", *[f"m={m} sim/theory (z)" for m in heads]),
         f"N={sel['n_context']}, lr={sel['learning_rate']:g}, init_scale={sel['init_scale']:g}: "
         "risk on noisy prompts, simulation (MC, mean over non-diverged seeds) / theory R_m(μ) "
-        "(Theorem D), z = (sim − theory)/SE")
+        "(Theorem D), z = (sim − theory)/error, the error of the seed-mean: seed variance and "
+        "Monte Carlo error combined")
 
 
 def _best_table(ds, sel):
@@ -516,10 +517,7 @@ def summary(ds) -> str:
                 if ds.label_flip.size > 1 or ds.bit_flip.size > 1:
                     lines += [_best_table(ds, sel), ""]
     lines += _verdict_lines(ds) + [""]
-    attrs = ds.attrs
-    lines.append(f"{attrs.get('setting', 'parity')} sweep {attrs.get('config_hash', '')}: "
-                 f"{attrs.get('compiles', '?')} compile(s), {float(attrs.get('wall_time_s', 0)):.1f} s "
-                 f"on {attrs.get('device_count', '?')} x {attrs.get('device_kind', '?')}")
+    lines.append(A.sweep_line(ds, "parity"))
     return "\n".join(lines)
 
 
