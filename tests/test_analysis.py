@@ -154,3 +154,17 @@ def test_sweep_line():
     ds = xr.Dataset(attrs={"config_hash": "abc", "compiles": 3, "wall_time_s": 1.25,
                            "device_count": 1, "device_kind": "cpu"})
     assert A.sweep_line(ds, "parity") == "parity sweep abc: 3 compile(s), 1.2 s on 1 x cpu"
+
+
+def test_draw_all_plan_order_and_conditions():
+    from iclsim.engine import figures as F
+
+    ds = xr.Dataset(coords={"label_noise": [0.0, 0.5], "input_noise": [0.0], "step": [1, 2]})
+    noise = (lambda d, kind, out, fmts: [f"noise-{kind}"],
+             {"label_noise": "label", "input_noise": "input"})
+    plan = ((True, lambda d, out, fmts: ["always"]), (False, lambda d, out, fmts: ["never"]),
+            (lambda d: d.label_noise.size == 2, lambda d, out, fmts: ["callable"]))
+    got = F.draw_all(ds, None, ("png",), plan, noise=noise,
+                     training=lambda d, out, fmts: ["training"])
+    assert got == ["noise-label", "always", "callable", "training"]
+    assert F.draw_all(ds.drop_vars("step"), None, ("png",), training=lambda *a: ["t"]) == []

@@ -3,8 +3,8 @@
 A setting provides its maths — the theory curves, the oracle's best scale, the names of
 its axes and scale — and the engine draws the parts that are the same everywhere:
 
-* :func:`draw_all` — every figure whose axes the result varied (a plan of
-  (condition, figure) pairs);
+* :func:`draw_all` — every figure whose axes the result varied (the risk-vs-noise figure
+  per noise axis, the setting's own figures, the training curves);
 * :func:`run_footer` / :func:`finish` — the footer naming the run settings shown, then
   saving and closing the figure;
 * :func:`risk_vs_noise` — the risk-vs-noise-per-scale figure: risk against one noise axis
@@ -30,13 +30,26 @@ __all__ = ["draw_all", "run_footer", "finish", "risk_vs_noise", "best_scale_pane
            "training_curves"]
 
 
-def draw_all(ds, out_dir, formats, plan) -> list[Path]:
-    """Draw each figure of ``plan`` — pairs ``(condition, draw)``, ``condition`` a bool or a
-    callable of ``ds`` — whose condition holds; return the written paths in order."""
+def draw_all(ds, out_dir, formats, plan=(), *, noise=None, training=None) -> list[Path]:
+    """Every figure the result's axes support; returns the written paths in order.
+
+    ``noise`` = ``(draw, {axis: kind})``: first ``draw(ds, kind, out_dir, formats)`` (the
+    setting's risk-vs-noise figure) for each noise axis with more than one level; then
+    each figure of ``plan`` — pairs ``(condition, draw)``, ``condition`` a bool or a
+    callable of ``ds`` — whose condition holds; last ``training(ds, out_dir, formats)``
+    when the result stores a loss curve (a ``step`` axis).
+    """
     paths = []
+    if noise is not None:
+        draw, axes = noise
+        for axis, kind in axes.items():
+            if ds[axis].size > 1:
+                paths += draw(ds, kind, out_dir, formats)
     for condition, draw in plan:
         if condition(ds) if callable(condition) else condition:
             paths += draw(ds, out_dir, formats)
+    if training is not None and ds.sizes.get("step", 0) > 0:
+        paths += training(ds, out_dir, formats)
     return paths
 
 

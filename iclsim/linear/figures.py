@@ -477,11 +477,7 @@ def training_curves(ds, out_dir, formats):
 
 def draw_all(ds, out_dir, formats=("png", "pdf")) -> list[Path]:
     """Draw every figure that the result's axes support; return the written paths."""
-    return F.draw_all(ds, out_dir, formats, (
-        (ds.label_noise.size > 1, lambda *a: risk_vs_noise(a[0], "label", *a[1:])),
-        (ds.input_noise.size > 1, lambda *a: risk_vs_noise(a[0], "input", *a[1:])),
-        (ds.n_context.size > 1, risk_vs_context_length),
-        (True, gamma_heatmaps),
-        (True, gamma_error),
-        (ds.sizes.get("step", 0) > 0, training_curves),
-    ))
+    plan = ((ds.n_context.size > 1, risk_vs_context_length), (True, gamma_heatmaps),
+            (True, gamma_error))
+    return F.draw_all(ds, out_dir, formats, plan, training=training_curves,
+                      noise=(risk_vs_noise, {"label_noise": "label", "input_noise": "input"}))

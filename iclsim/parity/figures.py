@@ -341,10 +341,6 @@ def training_curves(ds, out_dir, formats):
 
 def draw_all(ds, out_dir, formats=("png", "pdf")) -> list[Path]:
     """Draw every figure that the result's axes support; return the written paths."""
-    return F.draw_all(ds, out_dir, formats, (
-        (ds.label_flip.size > 1, lambda *a: risk_vs_noise(a[0], "label", *a[1:])),
-        (ds.bit_flip.size > 1, lambda *a: risk_vs_noise(a[0], "bit", *a[1:])),
-        (True, attention_mass),
-        (True, readout),
-        (ds.sizes.get("step", 0) > 0, training_curves),
-    ))
+    return F.draw_all(ds, out_dir, formats, ((True, attention_mass), (True, readout)),
+                      noise=(risk_vs_noise, {"label_flip": "label", "bit_flip": "bit"}),
+                      training=training_curves)
