@@ -19,7 +19,7 @@ from iclsim.engine.setting import Runs, Setting, axis_values
 from iclsim.linear import oracle
 from iclsim.linear.model import INITS, PARAMETRIZATIONS
 from iclsim.linear.training import (
-    MODES, SAMPLERS, U_BALANCES, TrainStatic, assess_runs, evaluate, linear_trainer,
+    MODES, PROTOCOL, SAMPLERS, U_BALANCES, TrainStatic, assess_runs, evaluate, linear_trainer,
 )
 
 __all__ = ["LinearSweepConfig", "LINEAR", "RUN_AXES", "VERDICT_CODES"]
@@ -83,21 +83,22 @@ class SpectrumConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    parametrization: str = spec("block", "LSA parametrisation", choices=PARAMETRIZATIONS)
+    parametrization: str = spec(PROTOCOL.parametrization, "LSA parametrisation",
+                                choices=PARAMETRIZATIONS)
     init: str = spec("random", "initialisation (block: full LSA only)", choices=INITS)
     r_max: int = spec(0, "padded rank (0: the largest rank of the sweep)", lo=0)
 
 
 @dataclass(frozen=True)
 class TrainConfig(CommonTrain):
-    mode: str = spec("monte_carlo", "population: exact risk; monte_carlo: fresh prompts",
+    mode: str = spec(PROTOCOL.mode, "population: exact risk; monte_carlo: fresh prompts",
                      choices=MODES)
     batch: int = spec(256, "prompts per step (monte_carlo)", lo=1, hi=1_000_000)
-    average_tail: float = spec(0.0, "Polyak average over this final fraction of steps",
-                               lo=0.0, hi=0.99)
-    adam_b1: float = spec(0.9, "Adam β1 (0.99 averages gradient noise: the weak directions of "
+    average_tail: float = spec(PROTOCOL.average_tail, "Polyak average over this final fraction "
+                               "of steps", lo=0.0, hi=0.99)
+    adam_b1: float = spec(PROTOCOL.adam_b1, "Adam β1 (0.99 averages gradient noise: the weak directions of "
                           "Monte Carlo training converge within 5 %)", lo=0.0, hi=0.9999)
-    sampler: str = spec("statistic", "monte_carlo prompts: statistic (exactly what the LSA reads, "
+    sampler: str = spec(PROTOCOL.sampler, "monte_carlo prompts: statistic (exactly what the LSA reads, "
                         "O(d²) per prompt) or tokens (every example drawn; the reference)",
                         choices=SAMPLERS)
     u_lr_scale: float = spec(1.0, "block: u's learning rate as a fraction of the others' (0: no "
@@ -107,13 +108,17 @@ class TrainConfig(CommonTrain):
                           "B/√c), Γ unchanged, to the balance u² − (‖A‖² + ‖B‖²)/2 that gradient "
                           "flow keeps (flow; without it u drifts to ~0.1 and ranks 7, 8 stall on "
                           "a plateau) or leave u free (none)", choices=U_BALANCES)
-    loo: bool = spec(False, "monte_carlo, reduced/block: each of N + 1 examples is the query "
+    loo: bool = spec(PROTOCOL.loo, "monte_carlo, reduced/block: each of N + 1 examples is the query "
                      "of the other N (same objective, much less gradient noise; tokens sampler)")
 
 
 @dataclass(frozen=True)
 class AxesConfig(CommonAxes):
     rank: tuple[int, ...] = spec((1, 2, 3, 4, 5, 6, 7, 8), "ranks r (1..d)", lo=1, min_len=1)
+    learning_rate: tuple[float, ...] = spec((PROTOCOL.learning_rate,), "learning rates",
+                                            lo=1e-12, min_len=1)
+    init_scale: tuple[float, ...] = spec((PROTOCOL.init_scale,), "init scales", lo=0.0,
+                                         min_len=1)
     train_label_noise: tuple[float, ...] = spec((0.0,), "pretraining context label noise σ₀²",
                                                 lo=0.0, hi=1e6, min_len=1)
 
