@@ -88,7 +88,8 @@ def test_one_compile_for_all_ranks_and_learning_rates():
     cov = np.diag(CANONICAL_LAMBDA[:4])
     before = trace_count()
     # steps = 23 appears in no other test: this static shape is compiled here, exactly once.
-    common = {"steps": 23, "eval_prompts": 64, "r_max": 4}
+    common = {"steps": 23, "eval_prompts": 64, "r_max": 4, "mode": "population", "loo": False,
+              "sampler": "statistic", "adam_b1": 0.9, "average_tail": 0.0}
     linear.train(jax.random.key(0), cov, 10, [1, 2], learning_rate=0.01, **common)
     middle = trace_count()
     linear.train(jax.random.key(1), cov, 10, [3, 4], learning_rate=0.03, **common)
@@ -101,7 +102,7 @@ def test_population_mode_reaches_every_rank_optimum():
     cov = (u * CANONICAL_LAMBDA) @ u.T
     res = linear.train(
         jax.random.key(0), cov, CANONICAL_N, range(1, 9), mode="population", steps=3000,
-        learning_rate=0.05, init_scale=0.1, eval_prompts=4096,
+        learning_rate=0.05, init_scale=0.1, eval_prompts=4096, loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0,
     )
     assert res.verdict == ["optimum_reached"] * 8
     assert res.converged.all(), res.grad_rel
@@ -116,11 +117,12 @@ def test_population_mode_reaches_every_rank_optimum():
 def test_adam_alone_is_flagged_not_converged_in_population_mode():
     """Without the L-BFGS finish, 300 Adam steps leave a gradient far above rounding."""
     res = linear.train(jax.random.key(0), COV3, 10, [1, 2, 3], mode="population", steps=300,
-                       learning_rate=0.02, lbfgs_fraction=0.0, eval_prompts=256)
+                       learning_rate=0.02, lbfgs_fraction=0.0, eval_prompts=256,
+                       loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0)
     assert not res.converged.any(), res.grad_rel
     assert set(res.verdict) <= {"not_converged", "stuck_at_rank_k"}, res.verdict
     finished = linear.train(jax.random.key(0), COV3, 10, [1, 2, 3], mode="population",
-                            steps=300, learning_rate=0.02, eval_prompts=256)
+                            steps=300, learning_rate=0.02, eval_prompts=256, loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0)
     assert finished.converged.all() and finished.verdict == ["optimum_reached"] * 3
     assert np.max(finished.gamma_error) < 1e-10
 
@@ -154,6 +156,7 @@ def test_monte_carlo_mode_reaches_optimum_small():
     res = linear.train(
         jax.random.key(1), COV3, 10, [1, 2, 3], mode="monte_carlo", parametrization="block",
         steps=1500, batch=128, learning_rate=0.02, init_scale=0.3, eval_prompts=50000,
+        loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0,
     )
     opt = linear.optimal_risks(COV3, 10)
     for r, risk, se in zip(res.rank, res.test_risk, res.test_se):
@@ -200,6 +203,7 @@ def test_diverged_run_is_reported():
     res = linear.train(
         jax.random.key(0), COV3, 10, [2], mode="monte_carlo", steps=30, batch=8,
         learning_rate=1e200, init_scale=1.0, schedule="constant", eval_prompts=64,
+        loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0,
     )
     assert res.verdict == ["diverged"]
 
@@ -225,7 +229,7 @@ def test_evaluate_matches_oracle_under_noise():
         ({"ranks": [0]}, "ranks"),
         ({"ranks": [4]}, "ranks"),
         ({"mode": "exact"}, "mode"),
-        ({"parametrization": "full", "mode": "population"}, "parametrization"),
+        ({"parametrization": "full", "mode": "population", "loo": False}, "parametrization"),
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"seeds": 0}, "seeds"),
         ({"steps": 0}, "steps"),

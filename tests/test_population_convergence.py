@@ -85,6 +85,7 @@ def _check_linear(res, cov, lam, n, dtype, require_converged=True):
 def test_linear_population_reaches_gamma_r_float64(instance):
     cov, lam, _ = instance
     res = linear.train(jax.random.key(0), cov, N_LINEAR, range(1, 5), mode="population",
+                       learning_rate=0.01, loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0,
                        eval_prompts=64)
     _check_linear(res, cov, lam, N_LINEAR, jnp.float64)
 
@@ -95,6 +96,7 @@ def test_linear_population_reaches_gamma_r_float32(instance):
     cov, lam, _ = instance
     with jax.enable_x64(False):
         res = linear.train(jax.random.key(0), cov, N_LINEAR, range(1, 5), mode="population",
+                           learning_rate=0.01, loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0,
                            eval_prompts=64)
     _check_linear(res, cov, lam, N_LINEAR, jnp.float32)
 
@@ -108,6 +110,7 @@ def test_linear_population_reaches_gamma_r_any_d(instance, n, x64):
     d = len(lam)
     with jax.enable_x64(x64):
         res = linear.train(jax.random.key(0), cov, n, range(1, d + 1), mode="population",
+                           learning_rate=0.01, loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0,
                            eval_prompts=64)
     _check_linear(res, cov, lam, n, jnp.float64 if x64 else jnp.float32,
                   require_converged=False)

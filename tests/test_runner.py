@@ -15,7 +15,7 @@ from iclsim import linear, parity
 def test_linear_train_progress_is_the_same(capsys):
     cov = np.diag([2.0, 1.0, 0.5])
     kw = dict(mode="monte_carlo", parametrization="reduced", seeds=2, steps=45, batch=16,
-              eval_prompts=256)
+              eval_prompts=256, learning_rate=0.01, loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0)
     quiet = linear.train(jax.random.key(0), cov, 5, [1, 3], **kw)
     shown = linear.train(jax.random.key(0), cov, 5, [1, 3], progress=True, **kw)
     rtol, atol = _rounding()

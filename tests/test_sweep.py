@@ -38,6 +38,10 @@ SMALL = textwrap.dedent(
 
     [train]
     mode = "monte_carlo"
+    sampler = "statistic"
+    loo = false
+    adam_b1 = 0.9
+    average_tail = 0.0
     steps = 40
     batch = 16
     chunk_steps = 10

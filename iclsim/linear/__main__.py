@@ -141,6 +141,7 @@ def main(argv=None) -> int:
 
     _say(f"training: population mode, reduced, ranks 1..8 x {args.seeds} seeds ...")
     pop = linear.train(key, cov, n, ranks, mode="population", parametrization="reduced",
+                       loo=False, sampler="statistic", adam_b1=0.9, average_tail=0.0,
                        seeds=args.seeds, steps=args.population_steps, learning_rate=0.05, eval_prompts=args.eval_prompts,
                        progress=True)
     print(_rank_table(pop, f"Population mode, reduced Γ = A Bᵀ, {args.population_steps} steps, "
@@ -149,6 +150,7 @@ def main(argv=None) -> int:
     mc_kwargs = dict(mode="monte_carlo", seeds=args.seeds, steps=args.steps, batch=args.batch,
                      learning_rate=args.lr, init_scale=args.init_scale, adam_b1=args.adam_b1,
                      average_tail=args.average_tail, eval_prompts=args.eval_prompts,
+                     loo=False, sampler="statistic",
                      progress=True)
     results = {}
     for par in ("reduced", "block"):
