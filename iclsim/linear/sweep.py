@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iclsim.engine import analysis as A
 from iclsim.engine.config import CommonAxes, CommonEval, CommonSweep, CommonTrain, ConfigError, spec
 from iclsim.engine.setting import Runs, Setting, axis_values
 from iclsim.linear import oracle
@@ -353,8 +354,7 @@ def _verdict_text(cell) -> str:
     for v, k in zip(cell["verdict"].values.ravel(), cell["stuck_rank"].values.ravel()):
         v = str(v)
         names.append(f"stuck_at_rank_{int(k)}" if v == "stuck_at_rank_k" and k >= 0 else v)
-    counts = {v: names.count(v) for v in dict.fromkeys(names)}
-    return ", ".join(f"{k} x{c}" for k, c in counts.items())
+    return A.verdict_text(names)
 
 
 def _num(v) -> str:
@@ -507,7 +507,7 @@ def summary(ds) -> str:
                     mc = cell["eval_risk_mc"].sel(**lvl).values[good]
                     se = cell["eval_se"].sel(**lvl).values[good]
                     z = (mc - sim) / se
-                    mcs.append(f"{np.mean(mc):.3f}±{np.mean(se):.3f} "
+                    mcs.append(f"{np.mean(mc):.3f}±{float(A.seed_mean_error(mc, se)):.3f} "
                                f"(max|z| {np.max(np.abs(z)) if z.size else float('nan'):.1f})")
             rows.append((int(r), float(ladder[r]),
                          float(np.mean(risk)) if risk.size else float("nan"),
@@ -534,7 +534,8 @@ def summary(ds) -> str:
                 mc_rows, ("r", *[f"{n} MC±SE (max|z|)" for n in names]),
                 "Monte Carlo cross-check of the exact evaluation (not part of the verdict): "
                 "MC risk of the same trained Γ on eval.n_prompts fresh prompts, seed mean ± "
-                "mean SE; max|z| = max over seeds of |MC − exact|/SE; rule: every (run, cell) "
+                "its error (seed variance and Monte Carlo error combined); max|z| = max "
+                "over seeds of |MC − exact|/SE; rule: every (run, cell) "
                 f"within Bonferroni z_crit (family-wise α = {V.CROSS_CHECK_ALPHA:g})"), ""]
     best = [p for p in parts if p.detail.get("kind") == "best_scale"]
     if best:
@@ -569,10 +570,7 @@ def summary(ds) -> str:
                      "mean and decision")
     if not exact:
         lines.append(ds.attrs.get("eval_method_note", "eval_risk is Monte Carlo"))
-    attrs = ds.attrs
-    lines.append(f"\n{attrs.get('setting', 'linear')} sweep {attrs.get('config_hash', '')}: "
-                 f"{attrs.get('compiles', '?')} compile(s), {float(attrs.get('wall_time_s', 0)):.1f} s "
-                 f"on {attrs.get('device_count', '?')} x {attrs.get('device_kind', '?')}")
+    lines.append("\n" + A.sweep_line(ds, "linear"))
     return "\n".join(lines)
 
 
