@@ -6,7 +6,7 @@
     iclsim show RESULTS... [--check]
     iclsim plot RESULTS... [--out DIR] [--format png --format pdf]
     iclsim keys [SETTING]
-    iclsim compare LINEAR_RESULT PARITY_RESULT [LLM_RESULT] [--out DIR]
+    iclsim compare RESULT [RESULT ...] [--out DIR]
     iclsim llm fetch NAME... | iclsim llm models
 
 Errors in sweep files and overrides are one line naming the key and what is
@@ -206,46 +206,41 @@ def _cmd_keys(args) -> int:
     return 0
 
 
-def _compare_dir(linear_path, linear, parity, llm=None, transformer=None) -> Path:
-    """Default output of ``compare``: ``<results root>/compare-<linear hash>-<parity hash>
-    [-<transformer hash>][-<llm hash>]/``, the results root being the folder that holds the
-    linear result's config folder."""
-    resolved = _resolve(linear_path)
+def _compare_dir(first_path, placed: dict) -> Path:
+    """Default output of ``compare``: ``<results root>/compare-<hash>-<hash>…/`` (the config
+    hashes of the results in column order), the results root being the folder that holds
+    the first result's config folder."""
+    resolved = _resolve(first_path)
     folder = resolved if resolved.is_dir() else resolved.parent
     root = folder.parent.parent if (folder / "provenance.json").exists() else folder.parent
-    name = (f"compare-{linear.attrs.get('config_hash', 'linear')}-"
-            f"{parity.attrs.get('config_hash', 'parity')}")
-    if transformer is not None:
-        name += f"-{transformer.attrs.get('config_hash', 'transformer')}"
-    if llm is not None:
-        name += f"-{llm.attrs.get('config_hash', 'llm')}"
-    return root / name
-
-
-def _load_as(path, setting: str, what: str, preset: str):
-    """The result at ``path``, which must be of ``setting`` (one line naming ``what`` else)."""
-    ds, got = _load(path)
-    if got.name != setting:
-        raise ConfigError(f"{path}: {what} is a {got.name} result; give a {setting} one, e.g. "
-                          f"from {preset}")
-    return ds
+    return root / "-".join(["compare"] + [ds.attrs.get("config_hash", name)
+                                          for name, ds in placed.items()])
 
 
 def _cmd_compare(args) -> int:
     from iclsim import compare
 
-    linear = _load_as(args.linear, "linear", "LINEAR_RESULT", "sweeps/linear_label_noise.toml")
-    parity = _load_as(args.parity, "parity", "PARITY_RESULT", "sweeps/parity_label_flip.toml")
-    llm = (_load_as(args.llm, "llm", "LLM_RESULT", "sweeps/llm_quick.toml")
-           if args.llm else None)
-    transformer = (_load_as(args.transformer, "transformer", "--transformer",
-                            "sweeps/transformer_label_noise.toml") if args.transformer else None)
-    out = (Path(args.out) if args.out
-           else _compare_dir(args.linear, linear, parity, llm, transformer))
+    paths_in = list(args.results) + ([args.transformer] if args.transformer else [])
+    if not paths_in:
+        raise ConfigError("compare: give at least one result (a sweep folder or its result.nc)")
+    loaded = []
+    for path in paths_in:
+        ds, setting = _load(path)
+        if setting.name not in compare.ORDER:
+            raise ConfigError(f"{path}: a {setting.name} result has no column; compare takes "
+                              "results of " + ", ".join(compare.ORDER))
+        if path == args.transformer and setting.name != "transformer":
+            raise ConfigError(f"{path}: --transformer is a {setting.name} result; give a "
+                              f"transformer one, e.g. from {compare.PRESETS['transformer']}")
+        loaded.append(ds)
+    try:
+        placed = compare.place(loaded)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    out = Path(args.out) if args.out else _compare_dir(paths_in[0], placed)
     _check_writable(out, "--out")
     try:
-        paths = compare.scale_vs_noise(linear, parity, out, tuple(args.format or ("png", "pdf")),
-                                       llm_ds=llm, transformer_ds=transformer)
+        paths = compare.draw(loaded, out, tuple(args.format or ("png", "pdf")))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for path in paths:
@@ -321,33 +316,34 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print the key tables of docs/sweeps.md")
     keys.set_defaults(func=_cmd_keys)
     compare = sub.add_parser(
-        "compare", help="side-by-side figure: model scale vs noise sensitivity in both settings",
-        description="Draw scale_vs_noise.{png,pdf} from two stored results (no training): left, "
-        "setting 1 (linear regression, rank-r LSA): risk vs context label-noise variance σ² per "
-        "rank r; right, setting 2 (sparse parity, m heads): risk vs context label-flip "
-        "probability p per head count m; theory lines from the stored oracle values, trained "
-        "models as points ± 1 SE; bottom row: the best scale r*(σ²) and m*(p), theory and "
-        "simulation, falling as the noise grows.",
+        "compare", help="side-by-side figure: model scale vs noise sensitivity, one column per "
+        "result",
+        description="Draw scale_vs_noise.{png,pdf} from stored results (no training), one "
+        "column per result placed by its setting, left to right: setting 1 (linear regression, "
+        "rank-r LSA): risk vs context label-noise variance σ² per rank r; setting 2 (sparse "
+        "parity, m heads): risk vs context label-flip probability p per head count m; trained "
+        "softmax transformers: risk vs σ² per size over the LSA ladder; real language models: "
+        "accuracy vs the flipped fraction p per model; theory lines from the stored oracle "
+        "values, trained models as points ± 1 SE; bottom row: the best scale vs the noise, "
+        "theory and simulation, falling as the noise grows.",
         epilog="Example: iclsim run sweeps/linear_label_noise.toml; iclsim run "
         "sweeps/parity_label_flip.toml; iclsim compare results/linear_label_noise-<hash> "
         "results/parity_label_flip-<hash> --out figures/")
-    compare.add_argument("linear", metavar="LINEAR_RESULT",
-                         help="a linear sweep folder or its result.nc with more than one "
-                              "eval.label_noise value (e.g. from sweeps/linear_label_noise.toml)")
-    compare.add_argument("parity", metavar="PARITY_RESULT",
-                         help="a parity sweep folder or its result.nc with more than one "
-                              "eval.label_flip value (e.g. from sweeps/parity_label_flip.toml)")
-    compare.add_argument("llm", metavar="LLM_RESULT", nargs="?",
-                         help="optional: an llm sweep folder or its result.nc (real language "
-                              "models, e.g. from sweeps/llm_quick.toml): a last column")
+    compare.add_argument("results", metavar="RESULT", nargs="*",
+                         help="sweep folders or their result.nc files, any number, one per "
+                              "setting, in any order: each is placed by its setting (columns "
+                              "linear, parity, transformer, llm, left to right); linear, parity "
+                              "and transformer results need more than one eval.label_noise / "
+                              "eval.label_flip value (e.g. from sweeps/linear_label_noise.toml, "
+                              "sweeps/parity_label_flip.toml, "
+                              "sweeps/transformer_label_noise.toml, sweeps/llm_quick.toml); "
+                              "the older form LINEAR_RESULT PARITY_RESULT [LLM_RESULT] is the "
+                              "same")
     compare.add_argument("--transformer", metavar="RESULT",
-                         help="optional: a transformer sweep folder or its result.nc with more "
-                              "than one eval.label_noise value (trained softmax transformers, "
-                              "e.g. from sweeps/transformer_label_noise.toml): a column of risk "
-                              "vs σ² per size over the LSA ladder and the best size vs σ²")
+                         help="a transformer result (the same as giving it as a RESULT)")
     compare.add_argument("--out", metavar="DIR",
-                         help="output folder (default: <results root>/compare-<linear config "
-                              "hash>-<parity config hash>/ beside the results)")
+                         help="output folder (default: <results root>/compare-<config hash "
+                              "of each result, in column order>/ beside the results)")
     compare.add_argument("--format", action="append", choices=("png", "pdf", "svg"),
                          help="figure format (repeatable; default png and pdf)")
     compare.set_defaults(func=_cmd_compare)

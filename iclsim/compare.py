@@ -16,8 +16,10 @@ noisier.
   sizes on setting 1's data, risk vs σ² per size over the LSA ladder L_r(σ²), and the best
   size vs σ² beside the LSA's r*(σ²); and real language models (``docs/llm.md``).
 
-:func:`scale_vs_noise` draws them from stored sweep results (no training):
-``iclsim compare LINEAR_RESULT PARITY_RESULT [LLM_RESULT] [--transformer RESULT] [--out DIR]``.
+:func:`draw` draws them from any number of stored sweep results (no training), one column
+per result placed by its setting (linear, parity, transformer, llm, left to right):
+``iclsim compare RESULT [RESULT ...] [--out DIR]``; :func:`scale_vs_noise` is the same figure
+from named results.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from iclsim.engine.setting import best_scale, tuning_word
 from iclsim.plotting import add_footer, result_config, save_figure
 from iclsim.plotting import pyplot as _plt
 
-__all__ = ["scale_vs_noise"]
+__all__ = ["scale_vs_noise", "draw", "place", "ORDER"]
 
 
 
@@ -231,6 +233,115 @@ def _name(ds):
     return f"{cfg.get('name', '?')} {ds.attrs.get('config_hash', '')}".strip()
 
 
+#: Where each setting's column goes (left to right), its noise axis and a preset that has it.
+ORDER = ("linear", "parity", "transformer", "llm")
+NOISE_AXIS = {"linear": "label_noise", "parity": "label_flip", "transformer": "label_noise",
+              "llm": "label_flip"}
+PRESETS = {"linear": "sweeps/linear_label_noise.toml", "parity": "sweeps/parity_label_flip.toml",
+           "transformer": "sweeps/transformer_label_noise.toml", "llm": "sweeps/llm_quick.toml"}
+_LIN_NAME = "context label-noise variance σ²"
+_PAR_NAME = "context label-flip probability p"
+
+
+def place(results) -> dict:
+    """``{setting: result}`` in column order (:data:`ORDER`) for any number of results.
+
+    Raises ``ValueError`` (one line) for a result of no comparable setting, two results of
+    one setting, or a result with fewer than 2 evaluation noise levels.
+    """
+    placed = {}
+    for ds in results:
+        setting = ds.attrs.get("setting", "?")
+        if setting not in NOISE_AXIS:
+            raise ValueError(f"a {setting} result has no column; compare takes results of "
+                             + ", ".join(ORDER))
+        if setting in placed:
+            raise ValueError(f"two {setting} results: give one result per setting")
+        dim = NOISE_AXIS[setting]
+        if dim not in ds.dims or ds.sizes[dim] < 2:
+            raise ValueError(f"{setting} result: needs at least 2 evaluation {dim} values "
+                             f"(eval.{dim}), e.g. from {PRESETS[setting]}")
+        placed[setting] = ds
+    if not placed:
+        raise ValueError("compare needs at least one result")
+    return {name: placed[name] for name in ORDER if name in placed}
+
+
+def _linear_column(top, bottom, plt, ds) -> str:
+    lin = _linear_panels(ds)
+    _risk_panel(top, plt, lin, "r", _LIN_NAME)
+    top.set_title(f"Setting 1: in-context linear regression, rank-r LSA (d = "
+                  f"{lin['all_scales'].max()}, N = {int(ds['n_context'].values[0])})\n"
+                  "Theorem B(a): R_r(σ²) = L_r + σ² S_r, slope S_r grows with r", fontsize=9.5)
+    # Best scale: the linear oracle is affine in σ², so interpolation is exact on a dense grid.
+    lin["dense"] = np.linspace(float(lin["grid"].min()), float(lin["grid"].max()), 2001)
+    dense = np.array([np.interp(lin["dense"], lin["grid"], row) for row in lin["lines"]])
+    agree, count = _best_panel(bottom, lin, dense, "r", _LIN_NAME)
+    bottom.set_title(f"Best rank r*(σ²) = #{{i : τ_i > σ²}} falls with noise "
+                     f"(trained = theory at {agree}/{count} levels)", fontsize=9)
+    return _name(ds)
+
+
+def _parity_column(top, bottom, plt, ds) -> str:
+    par = _parity_panels(ds)
+    _risk_panel(top, plt, par, "m", _PAR_NAME)
+    top.set_title(f"Setting 2: in-context sparse parity, m attention heads (K = "
+                  f"{par['all_scales'].max()}, N = {int(ds['n_context'].values[0])})\n"
+                  "Theorem D: R_m(μ), μ = 1 − 2p; more heads, more sensitive to flips",
+                  fontsize=9.5)
+    par["dense"] = par["fine"]
+    agree, count = _best_panel(bottom, par, par["lines"], "m", _PAR_NAME)
+    bottom.set_title(f"Best head count m*(p) falls with noise (trained = theory at "
+                     f"{agree}/{count} levels)", fontsize=9)
+    return _name(ds)
+
+
+def _transformer_column(top, bottom, plt, ds) -> str:
+    _transformer_panels(top, bottom, plt, ds)
+    return f"{_name(ds)} (trivial and diverged runs left out; SE = √(seed var/n + MC SE²))"
+
+
+def _llm_column(top, bottom, plt, ds) -> str:
+    _llm_panels(top, bottom, plt, ds)
+    return (f"{_name(ds)} (accuracy pooled over tasks, "
+            f"{100 * float(ds.attrs.get('confidence', 0.95)):g} % t intervals over seeds)")
+
+
+_COLUMNS = {"linear": _linear_column, "parity": _parity_column,
+            "transformer": _transformer_column, "llm": _llm_column}
+
+
+def draw(results, out_dir, formats=("png", "pdf")) -> list[Path]:
+    """Draw ``scale_vs_noise.<fmt>`` from any number of stored results, one column per result
+    placed by its setting (:func:`place`: linear, parity, transformer, llm, left to right).
+
+    Each column is what :func:`scale_vs_noise` describes for its setting: risk (accuracy for
+    language models) vs the context noise per model scale on top, the best scale vs the
+    noise below.
+    """
+    placed = place(results)
+    plt = _plt()
+    ncol = len(placed)
+    fig, axes = plt.subplots(2, ncol, figsize=(6 * ncol, 8), layout="constrained",
+                             gridspec_kw=dict(height_ratios=(1.6, 1.0)), squeeze=False)
+    ordinal = {1: [""], 2: ["left", "right"], 3: ["left", "middle", "right"],
+               4: ["first column", "second", "third", "fourth"]}[ncol]
+    parts = []
+    for col, (setting, ds) in enumerate(placed.items()):
+        text = _COLUMNS[setting](axes[0, col], axes[1, col], plt, ds)
+        parts.append(f"{ordinal[col]}: {text}" if ordinal[col] else text)
+    fig.suptitle("Scale vs noise sensitivity: larger models use more features, gain on clean "
+                 "prompts and lose more when the context is noisy, so the best scale falls as "
+                 "noise grows", fontsize=10.5)
+    add_footer(fig, "; ".join(parts) + "; trained points: mean over non-diverged seeds at the "
+               "first value of every other axis; error bars ± the error of the seed-mean (seed "
+               "variance and Monte Carlo error combined); simulated best "
+               f"scale: {tuning_word('best')}", height=0.025)
+    paths = save_figure(fig, out_dir, "scale_vs_noise", formats)
+    plt.close(fig)
+    return paths
+
+
 def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds=None,
                    transformer_ds=None) -> list[Path]:
     """Draw ``scale_vs_noise.<fmt>``: risk vs context label noise per model scale, both settings.
@@ -253,71 +364,15 @@ def scale_vs_noise(linear_ds, parity_ds, out_dir, formats=("png", "pdf"), llm_ds
     over the LSA ladder L_r(σ²) stored in the result, and the best size vs σ² beside the LSA's
     r*(σ²) (:func:`iclsim.transformer.sweep.best_size`).
 
+    Any subset of the four, in any order: :func:`draw`.
+
     Raises ``ValueError`` (naming the argument) when a result is of the wrong
     setting or has a single evaluation noise level.
     """
-    checks = [(linear_ds, "linear", "label_noise", "sweeps/linear_label_noise.toml"),
-              (parity_ds, "parity", "label_flip", "sweeps/parity_label_flip.toml")]
-    if transformer_ds is not None:
-        checks.append((transformer_ds, "transformer", "label_noise",
-                       "sweeps/transformer_label_noise.toml"))
-    if llm_ds is not None:
-        checks.append((llm_ds, "llm", "label_flip", "sweeps/llm_quick.toml"))
-    for ds, setting, dim, preset in checks:
-        got = ds.attrs.get("setting", "?")
-        if got != setting:
+    named = {"linear": linear_ds, "parity": parity_ds, "transformer": transformer_ds,
+             "llm": llm_ds}
+    for setting, ds in named.items():
+        got = None if ds is None else ds.attrs.get("setting", "?")
+        if ds is not None and got != setting:
             raise ValueError(f"{setting} result: expected a {setting} sweep result, got a {got} one")
-        if dim not in ds.dims or ds.sizes[dim] < 2:
-            raise ValueError(f"{setting} result: needs at least 2 evaluation {dim} values "
-                             f"(eval.{dim}), e.g. from {preset}")
-    plt = _plt()
-    lin, par = _linear_panels(linear_ds), _parity_panels(parity_ds)
-    extra = [ds for ds in (transformer_ds, llm_ds) if ds is not None]
-    ncol = 2 + len(extra)
-    fig, axes = plt.subplots(2, ncol, figsize=(6 * ncol, 8), layout="constrained",
-                             gridspec_kw=dict(height_ratios=(1.6, 1.0)))
-    lin_name = "context label-noise variance σ²"
-    par_name = "context label-flip probability p"
-    _risk_panel(axes[0, 0], plt, lin, "r", lin_name)
-    _risk_panel(axes[0, 1], plt, par, "m", par_name)
-    n_lin = int(linear_ds["n_context"].values[0])
-    n_par = int(parity_ds["n_context"].values[0])
-    axes[0, 0].set_title(f"Setting 1: in-context linear regression, rank-r LSA (d = "
-                         f"{lin['all_scales'].max()}, N = {n_lin})\nTheorem B(a): "
-                         "R_r(σ²) = L_r + σ² S_r, slope S_r grows with r", fontsize=9.5)
-    axes[0, 1].set_title(f"Setting 2: in-context sparse parity, m attention heads (K = "
-                         f"{par['all_scales'].max()}, N = {n_par})\nTheorem D: R_m(μ), μ = 1 − 2p; "
-                         "more heads, more sensitive to flips", fontsize=9.5)
-    # Best scale: the linear oracle is affine in σ², so interpolation is exact on a dense grid.
-    lin["dense"] = np.linspace(float(lin["grid"].min()), float(lin["grid"].max()), 2001)
-    lin_dense = np.array([np.interp(lin["dense"], lin["grid"], row) for row in lin["lines"]])
-    par["dense"] = par["fine"]
-    a1, c1 = _best_panel(axes[1, 0], lin, lin_dense, "r", lin_name)
-    a2, c2 = _best_panel(axes[1, 1], par, par["lines"], "m", par_name)
-    axes[1, 0].set_title(f"Best rank r*(σ²) = #{{i : τ_i > σ²}} falls with noise "
-                         f"(trained = theory at {a1}/{c1} levels)", fontsize=9)
-    axes[1, 1].set_title(f"Best head count m*(p) falls with noise (trained = theory at "
-                         f"{a2}/{c2} levels)", fontsize=9)
-    fig.suptitle("Scale vs noise sensitivity: larger models use more features, gain on clean "
-                 "prompts and lose more when the context is noisy, so the best scale falls as "
-                 "noise grows", fontsize=10.5)
-    ordinal = {2: ["left", "right"], 3: ["left", "middle", "right"],
-               4: ["first column", "second", "third", "fourth"]}[ncol]
-    parts = [f"{ordinal[0]}: {_name(linear_ds)}", f"{ordinal[1]}: {_name(parity_ds)}"]
-    col = 2
-    if transformer_ds is not None:
-        _transformer_panels(axes[0, col], axes[1, col], plt, transformer_ds)
-        parts.append(f"{ordinal[col]}: {_name(transformer_ds)} (trivial and diverged runs left "
-                     "out; SE = √(seed var/n + MC SE²))")
-        col += 1
-    if llm_ds is not None:
-        _llm_panels(axes[0, col], axes[1, col], plt, llm_ds)
-        parts.append(f"{ordinal[col]}: {_name(llm_ds)} (accuracy pooled over tasks, "
-                     f"{100 * float(llm_ds.attrs.get('confidence', 0.95)):g} % t intervals over seeds)")
-    add_footer(fig, "; ".join(parts) + "; trained points: mean over non-diverged seeds at the "
-               "first value of every other axis; error bars ± the error of the seed-mean (seed "
-               "variance and Monte Carlo error combined); simulated best "
-               f"scale: {tuning_word('best')}", height=0.025)
-    paths = save_figure(fig, out_dir, "scale_vs_noise", formats)
-    plt.close(fig)
-    return paths
+    return draw([ds for ds in named.values() if ds is not None], out_dir, formats)

@@ -27,10 +27,17 @@ LINEAR_TINY = textwrap.dedent(
     setting = "linear"
     [spectrum]
     values = [2.0, 1.0]
+    [model]
+    parametrization = "block"
     [train]
     mode = "population"
+    sampler = "statistic"
+    loo = false
+    adam_b1 = 0.9
+    average_tail = 0.0
     steps = 30
     [axes]
+    learning_rate = [0.01]
     rank = [1, 2]
     seeds = 1
     n_context = [6]
@@ -192,6 +199,26 @@ def test_compare_with_all_four_results(results, capsys):
     printed = capsys.readouterr().out
     tf_hash = r["tf_ds"].attrs["config_hash"]
     assert f"-{tf_hash}/scale_vs_noise.png" in printed
+
+
+def test_compare_places_any_number_of_results_by_setting(results, capsys):
+    from iclsim.engine import store
+
+    r = results
+    assert cli.main(["compare", str(r["transformer"]), str(r["parity"]), "--out",
+                     str(r["root"] / "two"), "--format", "png"]) == 0
+    assert (r["root"] / "two" / "scale_vs_noise.png").exists()
+    assert cli.main(["compare", str(r["llm"]), "--out", str(r["root"] / "one"), "--format",
+                     "png"]) == 0
+    assert (r["root"] / "one" / "scale_vs_noise.png").exists()
+    # Without --out: the config hashes in column order (linear, parity), whatever the order given.
+    capsys.readouterr()
+    assert cli.main(["compare", str(r["parity"]), str(r["linear"]), "--format", "png"]) == 0
+    hashes = [store.load_result(r[k]).attrs["config_hash"] for k in ("linear", "parity")]
+    assert f"compare-{hashes[0]}-{hashes[1]}/scale_vs_noise.png" in capsys.readouterr().out
+    assert cli.main(["compare", str(r["linear"]), str(r["linear"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "two linear results" in err and len(err.splitlines()) == 1, err
 
 
 def test_transformer_column_values(results, tmp_path):

@@ -238,9 +238,12 @@ def test_compare_draws_the_side_by_side_figure(cli_run, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert cli.main(["compare", str(linear.path), str(parity_folder), "--out", str(out)]) == 0
     assert (out / "scale_vs_noise.png").exists() and (out / "scale_vs_noise.pdf").exists()
-    # Arguments in the wrong order: one clear error, exit 2.
-    assert cli.main(["compare", str(parity_folder), str(linear.path)]) == 2
-    assert "LINEAR_RESULT is a parity result" in capsys.readouterr().err
+    # Each result is placed by its setting: the order of the arguments does not matter, two
+    # results of one setting are one clear error, exit 2.
+    assert cli.main(["compare", str(parity_folder), str(linear.path), "--out", str(out),
+                     "--format", "png"]) == 0
+    assert cli.main(["compare", str(parity_folder), str(parity_folder)]) == 2
+    assert "two parity results" in capsys.readouterr().err
 
 
 def test_diverged_run_is_flagged_and_left_out(cli_run, jax_cache):
