@@ -59,6 +59,29 @@ Sufficient-statistic sampler
     d normals per prompt instead of N·d; exact in distribution) — the same
     trainer, optimizer and keys.  ``vs tokens`` = wall of (a) / wall of (e).
 
+(e0) ``statistic, gamma χ²``: (e) with the sampler's previous χ²_N draw
+    (``2 · jax.random.gamma(N/2)``, a rejection sampler whose vmapped ``while``
+    loop runs until the slowest of all values is accepted), swapped in while
+    tracing: the in-process baseline of the current draw (vectorised
+    Marsaglia–Tsang, ``iclsim.linear.data._gamma``).  (e) and (e0) alternate,
+    two passes each, best wall kept.
+(f) ``statistic RNG floor``: only the statistic sampler's draws of one step of
+    all R runs — w, the query and g (3d normals per prompt) and the χ²_N — with
+    its key derivation (``fold_in`` + ``split`` into 4, the χ² key split again),
+    jitted, in a ``lax.scan``; (f0) the same with the previous χ² draw.  In the
+    table their ``normals/s`` is work-equivalent (token normals replaced per
+    second, marked ``~``).  A second table gives (e) and (e0) as a percentage of
+    their floors (target ≥ 75 %).
+
+Per-part breakdown (``--skip-parts`` skips it): one training step of (e) and of
+(e0) split into key derivation, sampling (keys + draws + h), loss + gradient
+(on prompts drawn once), optimizer update (Adam + cosine schedule as the product
+builds it), tail averaging (running sum of the iterates) and loss recording (a
+scalar per step stacked by the scan) — each alone, jitted, vmapped over the R
+runs, in a scan of ``--floor-steps`` steps whose every step depends on the
+carry, scaled to the full step count; run-steps/s and share of the full sweep.
+The parts need not add up to 100 %: the full step is one fused program.
+
 Context-length series (``--series``, default N ∈ {16, 64, 256, 1024}): loss +
 gradient of the reduced LSA for R runs × batch prompts, vmapped and jitted, in a
 ``lax.scan`` over ``--series-steps`` steps, once with the token sampler and once
@@ -91,6 +114,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import contextlib
 import dataclasses
@@ -284,8 +308,9 @@ def has_sampler_field() -> bool:
     return "sampler" in {f.name for f in dataclasses.fields(TrainStatic)}
 
 
-def bench_vmap_statistic(args, keys, hyper, data):
-    """(e): (a) with the statistic sampler — the same trainer, optimizer, keys and runs."""
+def bench_vmap_statistic(args, keys, hyper, data, chi="product"):
+    """(e): (a) with the statistic sampler — the same trainer, optimizer, keys and runs
+    (``chi="gamma"``: (e0), with the previous χ² draw)."""
     static = jax_static(args)
     if has_sampler_field():
         trainer = linear_trainer(dataclasses.replace(static, sampler="statistic"))
@@ -298,7 +323,7 @@ def bench_vmap_statistic(args, keys, hyper, data):
     fn = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))
     t0 = time.perf_counter()
     _SWAP_CALLS.clear()
-    with scope:
+    with scope, chi_square_scope(chi):
         compiled = fn.lower(keys, hyper, data).compile()
     compile_s = time.perf_counter() - t0
     if not has_sampler_field() and not _SWAP_CALLS:
@@ -308,6 +333,170 @@ def bench_vmap_statistic(args, keys, hyper, data):
     params, metrics = block(compiled(keys, hyper, data))
     wall = time.perf_counter() - t0
     return wall, compile_s, np.asarray(metrics["loss"])
+
+
+def _chi_square_gamma(key, dfs, batch, dtype):
+    """The statistic sampler's previous χ² draw (the baseline of (e0), (f0)): sums of squared
+    normals up to 8 degrees of freedom, ``2 · jax.random.gamma(df/2)`` above — JAX's gamma is
+    a rejection sampler whose ``while`` loop, vmapped, runs until the slowest of all values
+    is accepted, splitting a key per value and pass."""
+    dfs = np.asarray(dfs, int).reshape(-1)
+    out = jnp.zeros((batch, dfs.size), dtype)
+    small = np.flatnonzero(dfs <= 8)
+    large = np.flatnonzero(dfs > 8)
+    k_small, k_large = jax.random.split(key)
+    if small.size:
+        width = int(dfs[small].max())
+        z = jax.random.normal(k_small, (batch, small.size, width), dtype)
+        keep = np.arange(width)[None, :] < dfs[small][:, None]
+        out = out.at[:, small].set(jnp.sum(jnp.where(keep, z * z, 0.0), axis=-1))
+    if large.size:
+        shape = jnp.asarray(0.5 * dfs[large], dtype)
+        out = out.at[:, large].set(2.0 * jax.random.gamma(k_large, shape, (batch, large.size),
+                                                          dtype))
+    return out
+
+
+@contextlib.contextmanager
+def chi_square_scope(kind):
+    """``"product"``: the sampler as it is; ``"gamma"``: its χ² draw replaced, while tracing,
+    by :func:`_chi_square_gamma` (the previous version, kept as the in-process baseline)."""
+    saved = linear_data._chi_square
+    if kind == "gamma":
+        linear_data._chi_square = _chi_square_gamma
+    try:
+        yield
+    finally:
+        linear_data._chi_square = saved
+
+
+CHI_KINDS = ("product", "gamma")
+
+
+def time_scan(body, carry, steps, repeats=2):
+    """Best-of-``repeats`` wall of ``jit(lax.scan(body, carry, arange(steps)))`` (compile and a
+    warm-up call excluded)."""
+    def program(c):
+        return jax.lax.scan(body, c, jnp.arange(steps))
+
+    compiled = jax.jit(program).lower(carry).compile()
+    block(compiled(carry))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        block(compiled(carry))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_statistic_floor(args, keys, floor_steps, chi="product"):
+    """(f): the statistic sampler's RNG floor — only its draws of one step of all runs (w, the
+    query, the χ²_N, g: 3d normals and one χ² per prompt), with its key derivation
+    (``fold_in(step)``, ``split`` into 4, the χ² key split once more), in a scan."""
+    b, n, d = args.batch, args.n_context, args.d
+    dtype = jnp.result_type(float)
+
+    def one_run(key, step):
+        k_w, k_q, k_chi, k_g = jax.random.split(jax.random.fold_in(key, step), 4)
+        w = jax.random.normal(k_w, (b, d), dtype)
+        q = jax.random.normal(k_q, (b, d), dtype)
+        chi = linear_data._chi_square(k_chi, [n], b, dtype)[:, 0]
+        g = jax.random.normal(k_g, (b, d), dtype)
+        return w + q + g, chi
+
+    def body(acc, step):
+        normals, chi = jax.vmap(one_run, in_axes=(0, None))(keys, step)
+        return (acc[0] + normals, acc[1] + chi), None
+
+    zeros = (jnp.zeros((keys.shape[0], b, d), dtype), jnp.zeros((keys.shape[0], b), dtype))
+    with chi_square_scope(chi):
+        return time_scan(body, zeros, floor_steps, repeats=3)
+
+
+def bench_parts(args, keys, hyper, data, part_steps, chi="product"):
+    """Seconds of ``part_steps`` steps of each part of the statistic sweep's training step alone
+    (all R runs, vmapped, jitted, in a scan; each step depends on the carry, so nothing is
+    hoisted out of the loop).  Parts: key derivation, sampling (keys + draws + h), loss +
+    gradient (on prompts drawn once), optimizer update (Adam + cosine schedule, as the product
+    builds it), tail averaging (the running sum of the iterates), loss recording (a scalar per
+    step stacked by the scan)."""
+    static = dataclasses.replace(jax_static(args), sampler="statistic")
+    b, n = args.batch, args.n_context
+    factor = data["factor"]
+    dtype = jnp.result_type(float)
+    r = keys.shape[0]
+    params = jax.vmap(lambda k, rank: lsa.init(k, static.model_config(), rank=rank,
+                                               scale=INIT_SCALE))(keys, hyper["rank"])
+    weights = params["weights"]
+    out = {}
+
+    def keys_body(acc, step):
+        k = jax.vmap(lambda key: jax.random.fold_in(key, step))(keys)
+        return acc ^ k, None
+
+    out["key derivation"] = time_scan(keys_body, jnp.zeros_like(keys), part_steps)
+
+    def sample_one(key, step):
+        stat = linear_data.sample_statistic(jax.random.fold_in(key, step), factor, n, b)
+        return stat.h + stat.x_query + stat.w, stat.y_query
+
+    def sample_body(acc, step):
+        x, y = jax.vmap(sample_one, in_axes=(0, None))(keys, step)
+        return (acc[0] + x, acc[1] + y), None
+
+    with chi_square_scope(chi):
+        out["sampling"] = time_scan(
+            sample_body, (jnp.zeros((r, b, args.d), dtype), jnp.zeros((r, b), dtype)), part_steps)
+
+    prompts = jax.vmap(lambda k: linear_data.statistic_prompts(
+        linear_data.sample_statistic(k, factor, n, b)))(keys)
+
+    def loss_one(w, p, prm):
+        return jnp.mean((lsa.apply({**p, "weights": w}, prm) - prm.y_query) ** 2)
+
+    def grad_body(w, step):
+        value, grads = jax.vmap(jax.value_and_grad(loss_one))(w, params, prompts)
+        return jax.tree_util.tree_map(lambda a, g: a - 1e-6 * g, w, grads), None
+
+    out["loss + gradient"] = time_scan(grad_body, weights, part_steps)
+
+    make = linear_training.optimizer(static)
+
+    def opt_init(w, hyp):
+        return optax.with_extra_args_support(make(hyp)).init(w)
+
+    opt_state = jax.vmap(opt_init)(weights, hyper)
+    fixed_grads = jax.tree_util.tree_map(lambda a: 0.1 * a, weights)
+
+    def opt_one(w, s, g, hyp):
+        upd, s = optax.with_extra_args_support(make(hyp)).update(g, s, w)
+        return optax.apply_updates(w, upd), s
+
+    def opt_body(carry, step):
+        w, s = carry
+        g = jax.tree_util.tree_map(lambda a, f: f + 1e-3 * a, w, fixed_grads)
+        return jax.vmap(opt_one)(w, s, g, hyper), None
+
+    out["optimizer update"] = time_scan(opt_body, (weights, opt_state), part_steps)
+
+    tail_start = part_steps // 2
+
+    def tail_body(carry, step):
+        w, acc = carry
+        w = jax.tree_util.tree_map(lambda a: a * 1.0000001, w)
+        in_tail = (step >= tail_start).astype(dtype)
+        acc = jax.tree_util.tree_map(lambda s, a: s + in_tail * a, acc, w)
+        return (w, acc), None
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, weights)
+    out["tail averaging"] = time_scan(tail_body, (weights, zeros), part_steps)
+
+    def record_body(v, step):
+        v = v * 0.999 + 1.0
+        return v, v
+
+    out["loss recording"] = time_scan(record_body, jnp.zeros((r,), dtype), part_steps)
+    return out
 
 
 def loss_grad_program(args, n_context, sampler, steps):
@@ -528,6 +717,8 @@ def parse_args(argv=None):
                    help="smoke run: 200 steps, 3 series steps (explicit values win)")
     p.add_argument("--skip-statistic", action="store_true",
                    help="skip row (e), the sweep with the statistic sampler")
+    p.add_argument("--skip-parts", action="store_true",
+                   help="skip the per-part breakdown of the statistic sweep's training step")
     p.add_argument("--series", type=int, nargs="*", default=[16, 64, 256, 1024],
                    help="context lengths of the loss+gradient series (default 16 64 256 1024; "
                         "empty: skip)")
@@ -620,10 +811,32 @@ def main(argv=None):
           + (f", timed on {len(loop_runs)} of {r} runs and scaled" if scaled_b else ""),
           flush=True)
 
+    stat_floor = {}
+    parts = {}
     if not args.skip_statistic:
-        wall_e, compile_e, loss_e = bench_vmap_statistic(args, keys, hyper, data)
-        rows["e"] = ("(e) vmap sweep, statistic", wall_e, False, tail_loss(loss_e[subset]))
-        print(f"  (e) done: {wall_e:.2f} s (+ compile {compile_e:.2f} s)", flush=True)
+        # Product and previous χ² draw alternate, twice, so that load drifts hit both alike;
+        # each row keeps its best wall.
+        part_steps = min(args.floor_steps, steps)
+        for rep in range(2):
+            for chi, key in (("product", "e"), ("gamma", "e0")):
+                wall_e, compile_e, loss_e = bench_vmap_statistic(args, keys, hyper, data, chi)
+                if key not in rows or wall_e < rows[key][1]:
+                    name = ("(e) vmap sweep, statistic" if chi == "product" else
+                            "(e0) statistic, gamma χ²")
+                    rows[key] = (name, wall_e, False, tail_loss(loss_e[subset]))
+                f_wall = bench_statistic_floor(args, keys, floor_steps, chi) * steps / floor_steps
+                stat_floor[chi] = min(stat_floor.get(chi, float("inf")), f_wall)
+                if not args.skip_parts:
+                    got = bench_parts(args, keys, hyper, data, part_steps, chi)
+                    best = parts.setdefault(chi, {})
+                    for part, sec in got.items():
+                        best[part] = min(best.get(part, float("inf")), sec * steps / part_steps)
+                print(f"  ({key}) pass {rep + 1}: sweep {wall_e:.2f} s (+ compile "
+                      f"{compile_e:.2f} s), floor {f_wall:.2f} s", flush=True)
+        rows["f"] = ("(f) statistic RNG floor", stat_floor["product"], floor_steps < steps,
+                     float("nan"))
+        rows["f0"] = ("(f0) floor, gamma χ²", stat_floor["gamma"], floor_steps < steps,
+                      float("nan"))
 
     thread_note = None
     if torch is not None:
@@ -645,7 +858,7 @@ def main(argv=None):
     print()
     print(header)
     print("-" * len(header))
-    for key in ("a", "e", "b", "c", "d"):
+    for key in ("a", "e", "e0", "b", "c", "d", "f", "f0"):
         if key not in rows:
             continue
         name, wall, extrapolated, tl = rows[key]
@@ -657,7 +870,7 @@ def main(argv=None):
         vs_tok = f"{rows['a'][1] / wall:.2f}x"
         wall_s = f"{wall:.2f}{'*' if extrapolated else ' '}"
         tl_s = "-" if math.isnan(tl) else f"{tl:.4f}"
-        rate_s = f"{'~' if key == 'e' else ''}{rate:.3e}"
+        rate_s = f"{'~' if key in ('e', 'e0', 'f', 'f0') else ''}{rate:.3e}"
         print(f"{name:<29}{wall_s:>10}{r * steps / wall:>13,.0f}{rate_s:>12}"
               f"{100 * rate / floor_rate:>8.1f}%{vs_c:>9}{vs_b:>9}{vs_tok:>10}{tl_s:>11}")
     print()
@@ -681,9 +894,11 @@ def main(argv=None):
         wall_e = rows["e"][1]
         line = f"(e) vs (a) = {wall_a / wall_e:.2f}x (target >= 3x)"
         if "c" in rows:
-            line += f"; (e) vs (c) = {rows['c'][1] / wall_e:.1f}x (target >= 10x)"
+            line += f"; (e) vs (c) = {rows['c'][1] / wall_e:.1f}x (target >= 15x)"
         print("statistic sampler: " + line + ("" if has_sampler_field() else
               " [(e) built by swapping the trainer's prompt sampler while tracing]"))
+    if "e" in rows:
+        print_statistic_floor(rows, stat_floor, parts, args)
     if args.series:
         print_series(bench_series(args, keys), args)
     if args.r_scan:
@@ -691,6 +906,46 @@ def main(argv=None):
     if args.prng_compare:
         print_prng(bench_prng(args))
     print(f"1-min load average at end: {load_average()}")
+
+
+def print_statistic_floor(rows, stat_floor, parts, args):
+    """The statistic sweep against its own RNG floor, and its step split into parts."""
+    r, steps = args.runs, args.steps
+    print()
+    print(f"statistic sampler vs its own RNG floor ((f): only its normals and χ² draws), "
+          f"N={args.n_context}; product χ² draw vs the previous one (gamma: "
+          "jax.random.gamma), best of 2 passes each, same process")
+    header = (f"{'χ² draw':<10}{'sweep s':>9}{'run-steps/s':>13}{'floor s':>9}"
+              f"{'floor run-steps/s':>19}{'% floor':>9}")
+    print(header)
+    print("-" * len(header))
+    for chi, key in (("product", "e"), ("gamma", "e0")):
+        wall = rows[key][1]
+        fl = stat_floor[chi]
+        print(f"{chi:<10}{wall:>9.2f}{r * steps / wall:>13,.0f}{fl:>9.2f}{r * steps / fl:>19,.0f}"
+              f"{100 * fl / wall:>8.1f}%")
+    print(f"(e) vs (e0): {rows['e0'][1] / rows['e'][1]:.2f}x; (e) at "
+          f"{100 * stat_floor['product'] / rows['e'][1]:.1f}% of its floor (target >= 75%)")
+    if not parts:
+        return
+    print()
+    print(f"one training step of the statistic sweep, split into parts: each part alone, "
+          f"jitted, vmapped over R={r} runs, in a scan (best of 2, scaled to {steps} steps); "
+          "share = part / full sweep (e) or (e0)")
+    header = (f"{'part':<20}" + "".join(f"{chi + ' s':>11}{'run-steps/s':>13}{'share':>8}"
+                                        for chi in parts))
+    print(header)
+    print("-" * len(header))
+    names = list(next(iter(parts.values())))
+    for part in names + ["full step"]:
+        line = f"{part:<20}"
+        for chi, key in (("product", "e"), ("gamma", "e0")):
+            if chi not in parts:
+                continue
+            sec = rows[key][1] if part == "full step" else parts[chi][part]
+            line += (f"{sec:>11.3f}{r * steps / sec:>13,.0f}"
+                     f"{100 * sec / rows[key][1]:>7.1f}%")
+        print(line)
 
 
 def bench_r_scan(args):
