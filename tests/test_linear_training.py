@@ -34,6 +34,7 @@ def mc_static():
     return TrainStatic(d=3, n_context=5, r_max=3, mode="monte_carlo", steps=40, batch=16)
 
 
+@pytest.mark.float64  # float64 round-off bounds (float32 twin: test_population_convergence)
 def test_vmapped_runs_equal_one_at_a_time_and_jit_equals_no_jit(mc_static):
     trainer = linear_trainer(mc_static)
     ranks = [1, 2, 3]
@@ -57,6 +58,7 @@ def test_vmapped_runs_equal_one_at_a_time_and_jit_equals_no_jit(mc_static):
     )
 
 
+@pytest.mark.float64  # float64 round-off bounds (float32 twin: test_population_convergence)
 def test_chunked_run_equals_one_run(mc_static):
     """Chunks continue exactly where they stopped (same data keys, same schedule).
 
@@ -97,6 +99,7 @@ def test_one_compile_for_all_ranks_and_learning_rates():
     assert trace_count() == middle  # same static shape: no new trace
 
 
+@pytest.mark.float64  # float64 round-off bounds (float32 twin: test_population_convergence)
 def test_population_mode_reaches_every_rank_optimum():
     u = random_rotation(7, 8)
     cov = (u * CANONICAL_LAMBDA) @ u.T
@@ -114,6 +117,7 @@ def test_population_mode_reaches_every_rank_optimum():
         np.testing.assert_allclose(g, linear.optimal_gamma(cov, CANONICAL_N, r), atol=1e-10)
 
 
+@pytest.mark.float64  # float64 round-off bounds (float32 twin: test_population_convergence)
 def test_adam_alone_is_flagged_not_converged_in_population_mode():
     """Without the L-BFGS finish, 300 Adam steps leave a gradient far above rounding."""
     res = linear.train(jax.random.key(0), COV3, 10, [1, 2, 3], mode="population", steps=300,
@@ -127,6 +131,7 @@ def test_adam_alone_is_flagged_not_converged_in_population_mode():
     assert np.max(finished.gamma_error) < 1e-10
 
 
+@pytest.mark.float64  # float64 round-off bounds (float32 twin: test_population_convergence)
 def test_relative_gradient_is_scale_free_and_zero_at_the_optimum():
     """ρ at Γ_r (built from the oracle) is at rounding level; rescaling Λ leaves ρ unchanged."""
     n = 10
@@ -251,6 +256,7 @@ def _kappa(weights):
                                                                            axis=(-2, -1)))
 
 
+@pytest.mark.float64  # float64 round-off bounds (float32 twin: test_population_convergence)
 def test_balance_u_keeps_gamma_and_restores_the_flow_balance():
     """One balanced step: Γ is that of the plain step, κ that of the initial weights."""
     from iclsim.linear.training import balance_u

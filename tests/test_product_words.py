@@ -13,7 +13,7 @@ PROCESS_WORDS = re.compile("|".join([
     r"\bclos" + r"ing note",          # the notes that close issues
     r"\bthis bra" + r"nch\b",         # change history
     r"\bwa" + r"ve\s+[0-9]+\b",       # planning waves
-    r"before its last",
+    r"before its" + r" last",
     r"\bhel" + r"per-[0-9]+",         # who made it
 ]), re.IGNORECASE)
 
@@ -40,7 +40,7 @@ def test_no_process_words_in_the_product():
 
 
 def test_the_pattern_catches_what_it_guards_against():
-    for bad in ["see issue #17", "Issues 12", "the clos" "ing note says", "on this bra" "nch",
+    for bad in ["see iss" "ue #17", "Iss" "ues 12", "the clos" "ing note says", "on this bra" "nch",
                 "wa" "ve 3 work", "hel" "per-6 wrote"]:
         assert PROCESS_WORDS.search(bad), bad
     for good in ["the sweep file", "a wave of noise", "close to the note", "no issue here"]:
