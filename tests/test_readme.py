@@ -110,6 +110,7 @@ def env(tmp_path_factory):
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", MPLBACKEND="Agg")
 
 
+@pytest.mark.slow  # ~5-9 min: every tour command; CI's .ci/run installs as README says on every run
 def test_readme_runs_verbatim_in_order(workdir, env):
     done = replay((ROOT / "README.md").read_text(), workdir, env)
     assert any(c.startswith("iclsim run sweeps/quickstart.toml") for c in done)

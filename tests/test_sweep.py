@@ -186,6 +186,8 @@ def test_show_and_plot_from_stored_result(reference, tmp_path):
     assert (tmp_path / "linear_risk_vs_label_noise.png").exists()
 
 
+@pytest.mark.slow  # ~60-120 s; kill -9 and resume stay in the default run in test_parity_sweep,
+# test_llm_sweep and (in-process, linear) test_provenance
 def test_kill_minus_9_then_resume_is_bitwise_equal(tmp_path):
     path = tmp_path / "small.toml"
     path.write_text(SMALL)
@@ -221,6 +223,7 @@ SHARD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # ~50-100 s; test_multihost_cli (default run) compares 2x2 devices with 4
 def test_sharded_equals_unsharded(tmp_path):
     path = tmp_path / "small.toml"
     path.write_text(SMALL.replace("seeds = 2", "seeds = 1"))  # 3 runs: padded to 4 devices
