@@ -16,7 +16,7 @@ import functools
 import jax
 import numpy as np
 
-__all__ = ["train_runs"]
+__all__ = ["train_runs", "runs_dataset"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -56,3 +56,39 @@ def train_runs(trainer, keys, hyper, data, *, progress: bool = False, chunks: in
             bar.update(n * runs)
     params = _pieces(trainer, sizes[0])[2](state)
     return params, {"loss": jax.numpy.concatenate(losses, axis=1)}
+
+
+def runs_dataset(scale_name: str, run_scale, run_seed, per_run: dict, *,
+                 trailing_dims: dict | None = None, coords: dict | None = None,
+                 attrs: dict | None = None):
+    """An ``xarray.Dataset`` of per-run arrays labelled by (scale, seed) instead of a flat run axis.
+
+    ``run_scale`` and ``run_seed`` are the (runs,) scale and seed of each run, scale-major as
+    :func:`train_runs` lays them out (run = i_scale·seeds + seed).  Each value of ``per_run``
+    has a leading run axis (a list of strings counts as a (runs,) array); its trailing axes
+    are named by ``trailing_dims[name]`` (default ``name_dim0``, …).  ``coords`` are added as
+    they are (e.g. a ladder ``L_0..L_d`` on its own dimension).  A run layout that is not
+    scale-major over a full (scale, seed) grid raises ``ValueError``.
+    """
+    import xarray as xr
+
+    run_scale, run_seed = np.asarray(run_scale), np.asarray(run_seed)
+    scales = np.asarray(list(dict.fromkeys(run_scale.tolist())))
+    seeds = np.arange(int(run_seed.max()) + 1) if run_seed.size else np.arange(0)
+    expected_scale = np.repeat(scales, len(seeds))
+    expected_seed = np.tile(seeds, len(scales))
+    if not (np.array_equal(run_scale, expected_scale) and np.array_equal(run_seed, expected_seed)):
+        raise ValueError(f"runs are not {scale_name}-major over a full ({scale_name}, seed) grid")
+    trailing_dims = trailing_dims or {}
+    variables = {}
+    for name, value in per_run.items():
+        arr = np.asarray(value)
+        if arr.shape[:1] != run_scale.shape:
+            raise ValueError(f"{name}: leading axis {arr.shape[:1]} is not the run axis "
+                             f"{run_scale.shape}")
+        rest = arr.shape[1:]
+        dims = tuple(trailing_dims.get(name, [f"{name}_dim{i}" for i in range(len(rest))]))
+        variables[name] = ((scale_name, "seed", *dims),
+                           arr.reshape(len(scales), len(seeds), *rest))
+    return xr.Dataset(variables, coords={scale_name: scales, "seed": seeds, **(coords or {})},
+                      attrs=attrs or {})

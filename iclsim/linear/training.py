@@ -394,6 +394,30 @@ class LinearTrainResult:
     """The scalar hyperparameters shared by all runs: ``learning_rate``, ``init_scale``,
     ``train_label_noise``."""
 
+    def to_xarray(self):
+        """The per-run fields labelled by their axes: an ``xarray.Dataset`` over (rank, seed).
+
+        Variables ``risk``, ``risk_se``, ``test_risk``, ``test_se``, ``gamma_error``,
+        ``grad_rel``, ``converged``, ``stuck_rank``, ``verdict`` (str) have dims
+        (rank, seed); ``gamma`` (rank, seed, row, col); ``loss`` (rank, seed, step);
+        ``optimal_risk`` is the ladder L_0..L_d on its own dimension ``ladder_rank``.
+        E.g. ``res.to_xarray().verdict.sel(rank=3)`` are the verdicts of the rank-3 seeds.
+        The hyperparameters are in ``attrs``.
+        """
+        from iclsim.engine.runner import runs_dataset
+
+        fields = ("risk", "risk_se", "test_risk", "test_se", "gamma_error", "grad_rel",
+                  "converged", "stuck_rank", "gamma", "loss")
+        per_run = {name: getattr(self, name) for name in fields}
+        per_run["verdict"] = np.asarray(self.verdict, dtype=str)
+        ladder = np.arange(len(self.optimal_risks))
+        return runs_dataset(
+            "rank", self.rank, self.seed, per_run,
+            trailing_dims={"gamma": ("row", "col"), "loss": ("step",)},
+            coords={"optimal_risk": ("ladder_rank", np.asarray(self.optimal_risks)),
+                    "ladder_rank": ladder},
+            attrs={k: float(v) for k, v in self.hyper.items()})
+
     def summary_rows(self):
         """One dict per rank: L_r, mean trained risk, mean/max Γ error, verdict counts."""
         rows = []

@@ -500,30 +500,72 @@ def assess_runs(params, loss, pi, n_context, k, heads, *, distractor_bits, eval_
 
 @dataclass
 class ParityTrainResult:
-    """Per-run results of :func:`train` (runs are heads-major: run = i_heads·seeds + seed)."""
+    """Per-run results of :func:`train` (runs are heads-major: run = i_heads·seeds + seed).
+
+    Every per-run array has a leading axis of length ``runs = len(heads)·seeds``;
+    :meth:`to_xarray` labels them by (heads, seed).  The theory is in
+    ``docs/theory/parity.md``.
+    """
 
     heads: np.ndarray
+    """(runs,) int: the head count m of each run (heads-major)."""
     seed: np.ndarray
+    """(runs,) int: the seed index 0..seeds−1 of each run (key ``fold_in(key, seed)``)."""
     params: Any
+    """The trained parameters, a pytree whose leaves have a leading run axis (see
+    :mod:`iclsim.parity.model`)."""
     block_mass: np.ndarray
     """(runs, m_max, K) attention mass of each head on each block."""
     readout: np.ndarray
+    """(runs, m_max) readout weight c_h of each head (γ_{b_h} of Theorem C at the optimum)."""
     risk: np.ndarray
     """(runs,) exact population loss (5) of the trained model (clean)."""
     test_risk: np.ndarray
+    """(runs,) Monte Carlo loss on ``eval_prompts`` fresh clean prompts: the sampled
+    cross-check of ``risk``."""
     test_se: np.ndarray
+    """(runs,) standard error of ``test_risk``."""
     loss: np.ndarray
+    """(runs, steps) training loss per step (exact loss in population mode, the minibatch
+    loss in Monte Carlo mode)."""
     optimal_risks: np.ndarray
     """(K+1,) R_0..R_K (Theorem C)."""
     verdict: list
+    """(runs,) str, from :func:`classify_runs`: ``optimum_reached``, ``not_converged``,
+    ``wrong_feature``, ``collapsed`` or ``diverged``."""
     grad_norm: np.ndarray
     """(runs,) :func:`gradient_norm` of the trained weights."""
     converged: np.ndarray
     """(runs,) ``grad_norm <= converged_tolerance`` (population mode: else ``not_converged``)."""
     static: ParityStatic
+    """The shape-fixing settings of the compiled program: :class:`ParityStatic`."""
     wall_time: float
+    """Seconds spent training (compile included, assessment excluded)."""
+
+    def to_xarray(self):
+        """The per-run fields labelled by their axes: an ``xarray.Dataset`` over (heads, seed).
+
+        ``risk``, ``test_risk``, ``test_se``, ``grad_norm``, ``converged``, ``verdict`` (str)
+        have dims (heads, seed); ``block_mass`` (heads, seed, head, block); ``readout``
+        (heads, seed, head); ``loss`` (heads, seed, step); ``optimal_risk`` is the ladder
+        R_0..R_K on its own dimension ``ladder_heads``.  E.g.
+        ``res.to_xarray().risk.sel(heads=2)``.
+        """
+        from iclsim.engine.runner import runs_dataset
+
+        fields = ("risk", "test_risk", "test_se", "grad_norm", "converged", "block_mass",
+                  "readout", "loss")
+        per_run = {name: getattr(self, name) for name in fields}
+        per_run["verdict"] = np.asarray(self.verdict, dtype=str)
+        return runs_dataset(
+            "heads", self.heads, self.seed, per_run,
+            trailing_dims={"block_mass": ("head", "block"), "readout": ("head",),
+                           "loss": ("step",)},
+            coords={"optimal_risk": ("ladder_heads", np.asarray(self.optimal_risks)),
+                    "ladder_heads": np.arange(len(self.optimal_risks))})
 
     def summary_rows(self):
+        """One dict per head count: R_m, best and median trained risk, verdict counts."""
         rows = []
         for m in np.unique(self.heads):
             sel = self.heads == m
