@@ -58,16 +58,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy.optimize import minimize
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from scipy.optimize import minimize  # noqa: E402
-
-from iclsim.parity import model as pm  # noqa: E402
-from iclsim.parity import oracle  # noqa: E402
+from iclsim.parity import model as pm
+from iclsim.parity import oracle
 
 PI = np.array([0.40, 0.25, 0.15, 0.10, 0.06, 0.04])
 K = 6
@@ -361,6 +358,9 @@ def format_report(records, args, wall_s) -> str:
 
 
 def main(argv=None):
+    # float64 for the whole script; set here, not at import, so that importing this module
+    # (tests/test_parity_global_optimum.py does) leaves the importer's JAX dtype alone
+    jax.config.update("jax_enable_x64", True)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--starts", type=int, default=48, help="random starts per m (default 48)")
     ap.add_argument("--m", type=int, nargs="+", default=list(range(1, K + 1)),

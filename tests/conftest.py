@@ -18,6 +18,31 @@ from hypothesis import strategies as st
 import pytest
 
 
+#: JAX's x64 flag as this process started (JAX_ENABLE_X64 may set it); every test module must
+#: leave it so at import, or module-scoped fixtures would compute in another dtype.
+_X64_AT_START = bool(jax.config.jax_enable_x64)
+
+
+def pytest_collection_finish(session):
+    """Fail the session if importing a test module changed JAX's global x64 flag (it did once:
+    a benchmark module loaded by a test called ``jax.config.update`` at import, so the suite's
+    module fixtures ran in float64 and their tests in float32)."""
+    if bool(jax.config.jax_enable_x64) != _X64_AT_START:
+        raise pytest.UsageError(
+            "collecting the tests changed jax_enable_x64 "
+            f"({_X64_AT_START} -> {bool(jax.config.jax_enable_x64)}): a test module or what it "
+            "imports sets JAX configuration at import")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _jax_module_dtype(request):
+    """Module-scoped fixtures are set up before a test's own dtype: give them the module's
+    (float32 unless the module is marked ``float64``)."""
+    x64 = request.node.get_closest_marker("float64") is not None
+    with jax.enable_x64(x64):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _jax_dtype(request):
     """float32 unless the test is marked ``float64`` (then x64 for that test only)."""

@@ -44,7 +44,9 @@ def _quadratic_trainer(optimizer, steps, *, average_tail=0.0, noise=0.0):
                            average_tail=average_tail)
 
 
-DATA = {"a": jnp.asarray(A_DIAG), "b": jnp.asarray(B_VEC)}
+# numpy, not jnp: a jnp array made at import would take the importer's dtype (float32), not
+# the float64 the tests run in
+DATA = {"a": A_DIAG, "b": B_VEC}
 
 
 def _gd_closed_form(lr_per_step):
