@@ -507,6 +507,7 @@ def real(tmp_path_factory):
     return ds.squeeze(["model", "task", "k", "label_words", "input_noise"]), prompts
 
 
+@pytest.mark.slow  # a real-model sweep (~2 min); tests/test_llm_real.py runs by default
 def test_real_smollm2_mechanics(real):
     ds, prompts = real
     assert dict(ds["correct"].sizes) == {"label_flip": 2, "seed": 2, "query": 32}
@@ -534,6 +535,7 @@ def _rank_sum_p(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(mannwhitneyu(pos, neg, alternative="greater", method="exact").pvalue)
 
 
+@pytest.mark.slow  # a real-model sweep (~2 min); tests/test_llm_real.py runs by default
 def test_real_smollm2_clean_queries_discriminated_above_chance(real):
     """The model separates the classes on clean prompts (p = 0): within each seed, the score
     d = log p(" positive") - log p(" negative") is larger for positive than for negative
@@ -555,6 +557,7 @@ def test_real_smollm2_clean_queries_discriminated_above_chance(real):
     assert chi2.sf(fisher, 2 * len(ps)) < 0.01, ps
 
 
+@pytest.mark.slow  # a real-model sweep (~2 min); tests/test_llm_real.py runs by default
 def test_real_smollm2_clean_accuracy_above_chance(real):
     """Clean accuracy above chance: under H0 (each of the 64 clean queries correct with
     probability 1/2, independently), X = number correct ~ Binomial(64, 1/2); one-sided test at

@@ -79,8 +79,11 @@ def _check_linear(res, cov, lam, n, dtype, require_converged=True):
     assert np.all(res.gamma_error <= tol), (res.gamma_error, tol, lam)
 
 
+# Default runs draw a fixed set of instances (derandomize): an optimiser can meet a hard random
+# instance that needs more steps than the budget (reported not_converged, as it should be), which
+# must not fail CI by chance; the slow any-d twin draws fresh ones and accepts that verdict.
 @pytest.mark.float64
-@settings(max_examples=5)
+@settings(max_examples=5, derandomize=True)
 @given(instance=covariances(min_d=4, max_d=4))
 def test_linear_population_reaches_gamma_r_float64(instance):
     cov, lam, _ = instance
@@ -90,7 +93,7 @@ def test_linear_population_reaches_gamma_r_float64(instance):
     _check_linear(res, cov, lam, N_LINEAR, jnp.float64)
 
 
-@settings(max_examples=5)
+@settings(max_examples=5, derandomize=True)
 @given(instance=covariances(min_d=4, max_d=4))
 def test_linear_population_reaches_gamma_r_float32(instance):
     cov, lam, _ = instance
@@ -162,7 +165,7 @@ def test_parity_population_reaches_r_m_float64(pi):
     _check_parity(res, pi, jnp.float64)
 
 
-@settings(max_examples=3)
+@settings(max_examples=3, derandomize=True)
 @given(pi=importances())
 def test_parity_population_reaches_r_m_float32(pi):
     with jax.enable_x64(False):
