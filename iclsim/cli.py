@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         "parity, m heads): risk vs context label-flip probability p per head count m; trained "
         "softmax transformers: risk vs σ² per size over the LSA ladder; real language models: "
         "accuracy vs the flipped fraction p per model; theory lines from the stored oracle "
-        "values, trained models as points ± 1 SE; bottom row: the best scale vs the noise, "
+        "values, trained models as points ± the error of the seed-mean; bottom row: the best "
+        "scale vs the noise, "
         "theory and simulation, falling as the noise grows.",
         epilog="Example: iclsim run sweeps/linear_label_noise.toml; iclsim run "
         "sweeps/parity_label_flip.toml; iclsim compare results/linear_label_noise-<hash> "

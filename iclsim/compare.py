@@ -57,7 +57,7 @@ def _linear_panels(ds):
     mc_se = _first(ds["eval_se"], fixed)
     if ds.attrs.get("eval_method") == "exact":
         mc_se = None  # eval_risk is exact; eval_se is the Monte Carlo cross-check's
-    mean, se = A.seed_mean(_first(ds["eval_risk"], fixed), mc_se, ok=ok)
+    mean, se = A.seed_mean(_first(ds["eval_risk"], fixed), mc_se, ok=ok, prompts="shared")
     mean = mean.transpose("rank", "label_noise").values
     se = se.transpose("rank", "label_noise").values
     scales = ds["rank"].values
@@ -74,7 +74,8 @@ def _parity_panels(ds):
     fixed = ("n_context", "learning_rate", "init_scale", "bit_flip")
     grid = ds["label_flip"].values
     ok = ~_first(ds["diverged"], fixed)
-    mean, se = A.seed_mean(_first(ds["eval_risk"], fixed), _first(ds["eval_se"], fixed), ok=ok)
+    mean, se = A.seed_mean(_first(ds["eval_risk"], fixed), _first(ds["eval_se"], fixed), ok=ok,
+                           prompts="shared")
     mean = mean.transpose("heads", "label_flip").values
     se = se.transpose("heads", "label_flip").values
     lines = _first(ds["theory_risk_label"], fixed).transpose("heads_all", "label_flip_fine")

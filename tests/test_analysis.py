@@ -10,29 +10,41 @@ import xarray as xr
 from iclsim.engine import analysis as A
 
 
-def test_error_bar_equals_an_independent_numpy_computation():
+@pytest.mark.parametrize("prompts", ["shared", "independent"])
+def test_error_bar_equals_an_independent_numpy_computation(prompts):
     rng = np.random.default_rng(1)
     values = rng.normal(2.0, 0.3, size=(4, 5, 7))
     se = rng.uniform(0.01, 0.2, size=values.shape)
     values[1, 2, [0, 3]] = np.nan  # diverged seeds: left out with their SEs
-    err = A.seed_mean_error(values, se, axis=-1)
+    err = A.seed_mean_error(values, se, axis=-1, prompts=prompts)
     for i in range(4):
         for j in range(5):
             keep = np.isfinite(values[i, j])
             v, s = values[i, j][keep], se[i, j][keep]
             n = v.size
-            expect = np.sqrt(np.var(v, ddof=1) / n + np.mean(s ** 2) / n)
+            mc = np.mean(s ** 2) if prompts == "shared" else np.mean(s ** 2) / n
+            expect = np.sqrt(np.var(v, ddof=1) / n + mc)
             assert err[i, j] == pytest.approx(expect, rel=1e-12)
     # any axis: the seeds on axis 0 give the same numbers
     np.testing.assert_allclose(A.seed_mean_error(np.moveaxis(values, -1, 0),
-                                                 np.moveaxis(se, -1, 0), axis=0), err)
+                                                 np.moveaxis(se, -1, 0), axis=0,
+                                                 prompts=prompts), err)
     # exact evaluation: no MC term, the bar is the seed SE
     v = values[0, 0]
-    assert A.seed_mean_error(v) == pytest.approx(np.std(v, ddof=1) / np.sqrt(v.size))
-    assert A.seed_mean_error(v, np.zeros_like(v)) == pytest.approx(A.seed_mean_error(v))
+    assert A.seed_mean_error(v, prompts=prompts) == pytest.approx(
+        np.std(v, ddof=1) / np.sqrt(v.size))
+    assert A.seed_mean_error(v, np.zeros_like(v), prompts=prompts) == pytest.approx(
+        A.seed_mean_error(v, prompts=prompts))
     # one seed: the MC error alone; no seed: NaN
-    assert A.seed_mean_error([3.0, np.nan], [0.5, 9.0]) == pytest.approx(0.5)
-    assert np.isnan(A.seed_mean_error([np.nan, np.nan], [0.5, 0.5]))
+    assert A.seed_mean_error([3.0, np.nan], [0.5, 9.0], prompts=prompts) == pytest.approx(0.5)
+    assert np.isnan(A.seed_mean_error([np.nan, np.nan], [0.5, 0.5], prompts=prompts))
+
+
+def test_how_the_seeds_were_evaluated_must_be_stated():
+    with pytest.raises(TypeError):
+        A.seed_mean_error([1.0, 2.0], [0.1, 0.1])  # noqa: the keyword has no default
+    with pytest.raises(ValueError, match="prompts must be one of"):
+        A.seed_mean_error([1.0, 2.0], [0.1, 0.1], prompts="same")
 
 
 def test_seed_mean_on_xarray_masks_and_matches_numpy():
@@ -40,21 +52,24 @@ def test_seed_mean_on_xarray_masks_and_matches_numpy():
     values = xr.DataArray(rng.normal(size=(3, 6)), dims=("rank", "seed"))
     se = xr.DataArray(rng.uniform(0.1, 0.2, size=(3, 6)), dims=("rank", "seed"))
     ok = xr.DataArray(np.arange(6) != 4, dims=("seed",))
-    mean, err = A.seed_mean(values, se, ok=ok)
+    mean, err = A.seed_mean(values, se, ok=ok, prompts="shared")
     assert mean.dims == ("rank",) and err.dims == ("rank",)
     v, s = values.values[:, ok.values], se.values[:, ok.values]
     np.testing.assert_allclose(mean.values, v.mean(axis=1))
-    np.testing.assert_allclose(err.values, A.seed_mean_error(v, s))
+    np.testing.assert_allclose(err.values, np.sqrt(v.var(axis=1, ddof=1) / v.shape[1]
+                                                   + np.mean(s ** 2, axis=1)))
 
 
-def _coverage(rng, *, trials, seeds, tau, sigma):
+def _coverage(rng, *, trials, seeds, tau, sigma, common=False, prompts="independent"):
     """Fraction of trials whose mean ± 1.96·err covers the true mean 0: per seed a true
-    value θ_i ~ N(0, τ²), estimated with independent MC noise of SD σ_i (σ_i drawn around
-    ``sigma``, reported as its SE)."""
+    value θ_i ~ N(0, τ²), estimated with Monte Carlo noise of SD σ_i (σ_i drawn around
+    ``sigma``, reported as its SE): independent per seed, or (``common``) one standard
+    normal draw shared by every seed of a trial, as when seeds share their prompts."""
     theta = rng.normal(0.0, tau, size=(trials, seeds))
     sd = sigma * rng.uniform(0.5, 1.5, size=(trials, seeds))
-    x = theta + rng.normal(size=(trials, seeds)) * sd
-    err = A.seed_mean_error(x, sd)
+    z = rng.normal(size=(trials, 1 if common else seeds))
+    x = theta + z * sd
+    err = A.seed_mean_error(x, sd, prompts=prompts)
     return float(np.mean(np.abs(x.mean(axis=1)) <= 1.96 * err))
 
 
@@ -69,6 +84,9 @@ def test_coverage_is_nominal_when_seeds_dominate():
     from scipy import stats
 
     got = _coverage(np.random.default_rng(3), trials=TRIALS, seeds=40, tau=1.0, sigma=0.01)
+    shared = _coverage(np.random.default_rng(3), trials=TRIALS, seeds=40, tau=1.0, sigma=0.01,
+                       prompts="shared")
+    assert abs(shared - got) <= BAND  # the MC term is negligible either way
     expect = 2 * stats.t.cdf(1.96, 39) - 1
     assert abs(got - expect) <= BAND, (got, expect)
     assert abs(got - 0.95) <= 0.01
@@ -86,7 +104,25 @@ def test_coverage_is_at_least_nominal_when_mc_error_dominates():
     assert got >= 0.95 - BAND
     # without the MC term (the seed SE alone) a one-seed bar would be 0: the MC term is what
     # keeps a bar when the seeds cannot show the scatter
-    assert A.seed_mean_error([0.3], [0.2]) == pytest.approx(0.2)
+    assert A.seed_mean_error([0.3], [0.2], prompts="independent") == pytest.approx(0.2)
+
+
+def test_coverage_when_the_seeds_share_their_prompts():
+    """No seed spread, one Monte Carlo error common to all 40 seeds (shared prompts): x̄ − θ̄
+    is that one error, SD mean(σ_i) ≈ σ.  The shared bar √(s²/n + mean SE²) ≈ √(mean σ_i²)
+    is slightly wider than mean σ_i (σ_i ~ σ·U(0.5, 1.5): ratio √(13/12) ≈ 1.04), coverage
+    ≈ P(|Z| ≤ 1.96·1.04) ≈ 0.958, at least nominal.  Power: the independent rule divides the
+    common error by √40 and covers only ≈ P(|Z| ≤ 1.96·1.04/√40) ≈ 0.26."""
+    from scipy import stats
+
+    shared = _coverage(np.random.default_rng(5), trials=TRIALS, seeds=40, tau=0.0, sigma=1.0,
+                       common=True, prompts="shared")
+    ratio = np.sqrt(13 / 12)
+    assert abs(shared - (2 * stats.norm.cdf(1.96 * ratio) - 1)) <= 2 * BAND, shared
+    assert shared >= 0.95 - BAND
+    independent = _coverage(np.random.default_rng(5), trials=TRIALS, seeds=40, tau=0.0,
+                            sigma=1.0, common=True, prompts="independent")
+    assert independent < 0.4, independent
 
 
 def test_first_cell_and_first_coords():

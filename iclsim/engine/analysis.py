@@ -7,8 +7,8 @@ keeps only what is specific to its maths:
 * :func:`first_cell` / :func:`first_coords` — a variable at the first value of the axes a figure does not show
   (learning rate, init scale, σ₀², N: the run settings printed in the figure's footer);
 * :func:`seed_mean_error` / :func:`seed_mean` — the one error bar of a seed-mean:
-  seed variance and Monte Carlo error combined (``docs/engine.md``, "The analysis
-  layer");
+  seed variance and Monte Carlo error combined, the caller stating whether the seeds
+  share their evaluation prompts (``docs/engine.md``, "The analysis layer");
 * :func:`best_scale_along` / :func:`best_scale_at` — the engine's
   :func:`iclsim.engine.setting.best_scale` along one noise axis or at one point;
 * :func:`verdict_counts` / :func:`verdict_text` — how often each verdict occurs;
@@ -23,7 +23,7 @@ import numpy as np
 
 from iclsim.engine.setting import best_scale
 
-__all__ = ["first_cell", "first_coords", "seed_mean_error", "seed_mean", "best_scale_along", "best_scale_at",
+__all__ = ["first_cell", "first_coords", "PROMPTS", "seed_mean_error", "seed_mean", "best_scale_along", "best_scale_at",
            "verdict_counts", "verdict_text", "sweep_line"]
 
 
@@ -39,19 +39,35 @@ def first_coords(ds, axes) -> dict:
     return {k: ds[k].values[0] for k in axes}
 
 
-def seed_mean_error(values, se=None, axis=-1):
+#: How the seeds' Monte Carlo errors relate (:func:`seed_mean_error`): ``"shared"`` when every
+#: seed is evaluated on the same prompts (settings 1-3: one evaluation key per sweep),
+#: ``"independent"`` when each seed draws its own (e.g. each run's own training stream).
+PROMPTS = ("shared", "independent")
+
+
+def seed_mean_error(values, se=None, axis=-1, *, prompts):
     """The error (standard error) of the mean over seeds of per-seed estimates.
 
     ``values[..., i]`` is seed i's estimate, ``se[..., i]`` its Monte Carlo standard error
     (None, or 0, when the evaluation is exact).  NaN entries of ``values`` (diverged runs)
-    are left out, and so are their SEs.  With n finite seeds::
+    are left out, and so are their SEs.  With n finite seeds and s²_seeds the sample
+    variance (ddof = 1) of their estimates::
 
-        err = sqrt( s²_seeds / n + mean_i(SE_i²) / n )
+        prompts="shared":       err = sqrt( s²_seeds / n + mean_i(SE_i²) )
+        prompts="independent":  err = sqrt( s²_seeds / n + mean_i(SE_i²) / n )
 
-    s²_seeds the sample variance (ddof = 1) of the n estimates; one seed: the seed term is
-    0 (it cannot be estimated) and the bar is the Monte Carlo error alone; no seed: NaN.
-    Returns an array over the remaining axes.
+    Seed i's estimate is x_i = θ_i + ε_i (θ_i its true value, variance τ² over seeds; ε_i
+    the Monte Carlo error, variance σ_i²), so Var(x̄) = τ²/n + Var(ε̄).  Independent
+    prompts: Var(ε̄) = mean σ_i²/n.  Shared prompts move the ε_i together, and Var(ε̄) ≤
+    (mean σ_i)² ≤ mean σ_i² whatever their correlation (equality when the error is common
+    to all seeds), while E[s²] ≥ τ²: the shared bar is never too narrow in expectation.
+    One seed: the seed term is 0 (it cannot be estimated) and the bar is the Monte Carlo
+    error alone; no seed: NaN.  ``prompts`` has no default: the caller states how its
+    seeds were evaluated (docs/engine.md, "The analysis layer").  Returns an array over
+    the remaining axes.
     """
+    if prompts not in PROMPTS:
+        raise ValueError(f"prompts must be one of {PROMPTS}, got {prompts!r}")
     values = np.asarray(values, float)
     shape = values.shape
     values = np.moveaxis(values, axis, -1)
@@ -67,12 +83,15 @@ def seed_mean_error(values, se=None, axis=-1):
         else:
             se = np.moveaxis(np.broadcast_to(np.asarray(se, float), shape), axis, -1)
             mc2 = np.sum(np.where(ok, se ** 2, 0.0), axis=-1) / np.maximum(n, 1)
-        err = np.sqrt((s2 + mc2) / np.maximum(n, 1))
+        if prompts == "independent":
+            mc2 = mc2 / np.maximum(n, 1)
+        err = np.sqrt(s2 / np.maximum(n, 1) + mc2)
     return np.where(n > 0, err, np.nan)
 
 
-def seed_mean(values, se=None, *, dim="seed", ok=None):
-    """Seed-mean and its error (:func:`seed_mean_error`) of xarray ``values`` over ``dim``.
+def seed_mean(values, se=None, *, prompts, dim="seed", ok=None):
+    """Seed-mean and its error (:func:`seed_mean_error`, same ``prompts``) of xarray
+    ``values`` over ``dim``.
 
     ``ok`` (broadcast against ``values``) masks the runs to keep (e.g. ``~diverged``);
     ``se`` is the per-run Monte Carlo SE on the same axes (None when exact).  Returns
@@ -86,7 +105,7 @@ def seed_mean(values, se=None, *, dim="seed", ok=None):
     args = [values] + ([] if se is None else [se.broadcast_like(values)])
 
     def _err(v, *s):
-        return seed_mean_error(v, s[0] if s else None, axis=-1)
+        return seed_mean_error(v, s[0] if s else None, axis=-1, prompts=prompts)
 
     err = xr.apply_ufunc(_err, *args, input_core_dims=[[dim]] * len(args),
                          output_dtypes=[float])

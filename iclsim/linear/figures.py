@@ -72,7 +72,9 @@ def _sim(ds, var, **sel):
     se = _first(ds, se_var).sel(**sel)
     if var == "eval_risk" and ds.attrs.get("eval_method") == "exact":
         se = None  # eval_risk is exact; eval_se belongs to the Monte Carlo cross-check
-    return A.seed_mean(values, se, ok=ok.sel(**{k: v for k, v in sel.items() if k in ok.dims}))
+    # every seed is evaluated on the sweep's one set of evaluation (test) prompts
+    return A.seed_mean(values, se, ok=ok.sel(**{k: v for k, v in sel.items() if k in ok.dims}),
+                       prompts="shared")
 
 
 def _footer(ds) -> str:
@@ -446,7 +448,8 @@ def training_curves(ds, out_dir, formats):
         with np.errstate(invalid="ignore"):
             seed_mean = np.nanmean(mean, axis=0)
         # the one error of a seed-mean; a single window has no SE of its own (taken as 0)
-        seed_se = A.seed_mean_error(mean, np.nan_to_num(se), axis=0)
+        seed_se = A.seed_mean_error(mean, np.nan_to_num(se), axis=0,
+                                     prompts="independent")  # each seed its own stream
         return [(f"r = {r}", (seed_mean - ladder[r]) / gain, 2.0 * seed_se / gain,
                  dict(lw=1.1))]
 

@@ -507,7 +507,8 @@ def summary(ds) -> str:
                     mc = cell["eval_risk_mc"].sel(**lvl).values[good]
                     se = cell["eval_se"].sel(**lvl).values[good]
                     z = (mc - sim) / se
-                    mcs.append(f"{np.mean(mc):.3f}±{float(A.seed_mean_error(mc, se)):.3f} "
+                    mc_err = float(A.seed_mean_error(mc, se, prompts="shared"))
+                    mcs.append(f"{np.mean(mc):.3f}±{mc_err:.3f} "
                                f"(max|z| {np.max(np.abs(z)) if z.size else float('nan'):.1f})")
             rows.append((int(r), float(ladder[r]),
                          float(np.mean(risk)) if risk.size else float("nan"),

@@ -78,7 +78,7 @@ def _sim(ds, **sel):
     """Mean eval_risk over the non-diverged seeds and its error (engine ``seed_mean``)."""
     ok = _ok(ds).sel(**{k: v for k, v in sel.items() if k in ("heads",)})
     return A.seed_mean(_first(ds, "eval_risk").sel(**sel), _first(ds, "eval_se").sel(**sel),
-                       ok=ok)
+                       ok=ok, prompts="shared")  # one set of evaluation prompts per sweep
 
 
 def best_heads_sim(ds, dim, other_index=0):

@@ -380,7 +380,8 @@ def _noise_table(ds, sel):
             cells = []
             for m in heads:
                 mean = float(sim.sel(heads=m).mean().values)
-                err = float(A.seed_mean_error(sim.sel(heads=m).values, se.sel(heads=m).values))
+                err = float(A.seed_mean_error(sim.sel(heads=m).values, se.sel(heads=m).values,
+                                               prompts="shared"))
                 theo = float(ds["optimal_risk"].sel(heads_all=m, **at))
                 z = (mean - theo) / err if err > 0 else float("nan")
                 cells.append(f"{_fmt(mean, 4)}/{_fmt(theo, 4)} ({z:+.1f})")

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from iclsim.engine import analysis as A
 from iclsim.engine.setting import best_scale
 from iclsim.engine.stats import curve_test, percentile_interval, seed_bootstrap
 from iclsim.engine.verdict import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict
@@ -198,12 +199,13 @@ def _ladder(ds, **sel):
 
 
 def _seed_mean_se(sd: SizeData):
-    """Mean over usable seeds and SE = √(seed var/n + Monte Carlo SE²) per σ² level."""
-    n = sd.risk.shape[0]
-    if n == 0:
+    """Mean over usable seeds and its error per σ² level: the engine's seed-mean error
+    (:func:`iclsim.engine.analysis.seed_mean_error`) with the seeds on shared prompts,
+    √(s²/n + mean SE²)."""
+    if sd.risk.shape[0] == 0:
         return np.full(sd.se.shape, np.nan), np.full(sd.se.shape, np.nan)
-    var = sd.risk.var(axis=0, ddof=1) / n if n > 1 else 0.0
-    return sd.risk.mean(axis=0), np.sqrt(var + sd.se**2)
+    se = np.broadcast_to(sd.se, sd.risk.shape)  # sd.se² is already the mean SE² over seeds
+    return sd.risk.mean(axis=0), A.seed_mean_error(sd.risk, se, axis=0, prompts="shared")
 
 
 def size_table(ds, **sel):
@@ -226,8 +228,8 @@ def size_table(ds, **sel):
         good = (c["verdict"].isin(list(USABLE)) & ~c["diverged"]).values
         gap = c["bayes_gap"].transpose("seed", "label_noise").values[good]
         gse = c["bayes_gap_se"].transpose("seed", "label_noise").values[good]
-        var = gap.var(axis=0, ddof=1) / gap.shape[0] if gap.shape[0] > 1 else 0.0
-        out["gap"][a], out["gap_se"][a] = gap.mean(axis=0), np.sqrt(var + np.mean(gse**2, 0))
+        out["gap"][a] = gap.mean(axis=0)
+        out["gap_se"][a] = A.seed_mean_error(gap, gse, axis=0, prompts="shared")
     return out
 
 
