@@ -59,11 +59,12 @@ def usable(ds):
 
 
 def first_cell(ds, keep=("size", "seed", "label_noise", "rank_all")):
-    """The cell at the first value of every other run axis (and of the input noise σ_x²)."""
-    sel = {d: ds[d].values[0] for d in ("n_context", "learning_rate", "init_scale",
-                                        "train_label_noise", "input_noise")
-           if d in ds.dims and d not in keep}
-    return ds.sel(**sel), sel
+    """The cell at the first value of every other run axis (and of the input noise σ_x²)
+    and that selection: the engine's :func:`iclsim.engine.analysis.first_cell` and
+    :func:`~iclsim.engine.analysis.first_coords` over the axes not in ``keep``."""
+    axes = [d for d in ("n_context", "learning_rate", "init_scale", "train_label_noise",
+                        "input_noise") if d in ds.dims and d not in keep]
+    return A.first_cell(ds, None, axes), A.first_coords(ds, axes)
 
 
 def _cfg(ds) -> dict:
