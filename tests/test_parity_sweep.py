@@ -214,6 +214,9 @@ def test_dataset_oracle_values_equal_the_oracle(cli_run):
     assert got == pytest.approx(want, rel=1e-9)
 
 
+# ~20 s; the default run keeps the engine's resume twins (tests/test_cli_errors.py: Ctrl-C
+# mid-training; tests/test_llm_sweep.py: SIGKILL)
+@pytest.mark.slow
 def test_kill_minus_9_then_resume_is_bitwise_equal(cli_run, jax_cache):
     root, path, ref_folder, _ = cli_run
     out = root / "resume"
@@ -230,6 +233,8 @@ def test_kill_minus_9_then_resume_is_bitwise_equal(cli_run, jax_cache):
         np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=name)
 
 
+# ~20 s; tests/test_compare.py places real results of every setting in the default run
+@pytest.mark.slow
 def test_compare_draws_the_side_by_side_figure(cli_run, tmp_path, capsys):
     _, _, parity_folder, _ = cli_run
     cfg = parse(LinearSweepConfig, apply_overrides(tomllib.loads(LINEAR_TINY),
