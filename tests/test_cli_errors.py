@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from conftest import FAULTS, result_folder, run_cli
+from iclsim import cli
 from iclsim.engine import store
 
 TINY = textwrap.dedent(
@@ -58,14 +61,32 @@ def _one_line(proc, *needles):
     return lines[0]
 
 
+def _in_process(capsys, *argv):
+    """``iclsim *argv`` in this process (no JAX start-up per call): the exit status, stdout and
+    stderr as a subprocess would give them.  Any Python warning raised on the way is an error
+    here (a real process would print it on stderr, so the error would not be one line).  The
+    subprocess test below checks the same one-line contract through a real process."""
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exc:  # argparse: --help, --version, usage errors
+            code = exc.code
+    captured = capsys.readouterr()
+    assert not caught, [str(w.message) for w in caught]
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+
 def test_a_folder_as_the_sweep_file(tmp_path):
+    # a real process: exit status 2 and exactly one line on stderr (nothing from JAX or XLA)
     _one_line(run_cli("run", str(tmp_path)), "is a folder")
 
 
-def test_a_sweep_file_that_is_not_utf8(tmp_path):
+def test_a_sweep_file_that_is_not_utf8(tmp_path, capsys):
     path = tmp_path / "latin1.toml"
     path.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
-    _one_line(run_cli("run", str(path)), "not valid TOML", "UTF-8")
+    _one_line(_in_process(capsys, "run", str(path)), "not valid TOML", "UTF-8")
 
 
 @pytest.mark.parametrize("override, needles", [
@@ -76,18 +97,18 @@ def test_a_sweep_file_that_is_not_utf8(tmp_path):
     ("axes.rank=[1,2", ("axes.rank", "not valid TOML")),
     ("axes.rank=true", ("axes.rank", "expected integer")),
 ])
-def test_bad_values_name_the_key_and_the_range(sweep, tmp_path, override, needles):
-    line = _one_line(run_cli("run", str(sweep), "--out", str(tmp_path / "o"), "--set", override),
-                     *needles)
+def test_bad_values_name_the_key_and_the_range(sweep, tmp_path, capsys, override, needles):
+    line = _one_line(_in_process(capsys, "run", str(sweep), "--out", str(tmp_path / "o"),
+                                 "--set", override), *needles)
     assert len(line) < 200  # no 300-digit numbers
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.npz"))
 
 
-def test_an_unwritable_output_folder(sweep, tmp_path):
+def test_an_unwritable_output_folder(sweep, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    _one_line(run_cli("run", str(sweep), "--out", str(blocker / "sub")), "output_dir",
-              "cannot write")
+    _one_line(_in_process(capsys, "run", str(sweep), "--out", str(blocker / "sub")),
+              "output_dir", "cannot write")
 
 
 def test_every_run_diverging_keeps_the_result(sweep, tmp_path, jax_cache):
@@ -107,19 +128,19 @@ def test_every_run_diverging_keeps_the_result(sweep, tmp_path, jax_cache):
     assert (result_folder(out) / "result.nc").is_file()
 
 
-def _reference(sweep, root, cache):
-    proc = run_cli("run", str(sweep), "--quiet", "--out", str(root), cache=cache)
+def _reference(sweep, root, cache, extra=()):
+    proc = run_cli("run", str(sweep), "--quiet", "--out", str(root), *extra, cache=cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return store.load_result(result_folder(root))
 
 
-def _interrupt_at(sweep, out, phase, cache):
+def _interrupt_at(sweep, out, phase, cache, extra=()):
     """The CLI, sent SIGINT (what Ctrl-C sends) by tests/fault_injection.py at ``phase``."""
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     # Expected: ~10-25 s each on 2 CPU cores with the compilation cache warm; 300 s is a guard.
     proc = subprocess.run([sys.executable, str(FAULTS), f"int@{phase}", "--", "run", str(sweep),
-                           "--out", str(out)], capture_output=True, text=True, env=env,
+                           "--out", str(out), *extra], capture_output=True, text=True, env=env,
                           timeout=300)
     return proc.returncode, proc.stderr
 
@@ -146,10 +167,13 @@ def test_ctrl_c_at_named_phases(sweep, tmp_path, jax_cache, phases):
     chunk checkpoint, after the trained parameters, after the evaluated group, after the result
     before the figures): each time exit 130 with one line and no traceback or core dump, the
     phase's files on disk; the rerun then resumes to bitwise the numbers of an uninterrupted run."""
-    ref = _reference(sweep, tmp_path / "ref", jax_cache)
+    # figures (a presentation key, outside the result's key) are drawn only where a phase
+    # needs them: the interrupt after the result, before the figures
+    extra = () if "result" in phases else ("--set", "figures.formats=[]")
+    ref = _reference(sweep, tmp_path / "ref", jax_cache, extra)
     out = tmp_path / "int"
     for phase in phases:
-        code, stderr = _interrupt_at(sweep, out, phase, jax_cache)
+        code, stderr = _interrupt_at(sweep, out, phase, jax_cache, extra)
         assert code == 130, (phase, code, stderr[-3000:])
         assert "Traceback" not in stderr and "Segmentation" not in stderr, (phase, stderr[-3000:])
         assert "interrupted; rerun the same command to resume" in stderr, (phase, stderr[-3000:])
@@ -157,7 +181,7 @@ def test_ctrl_c_at_named_phases(sweep, tmp_path, jax_cache, phases):
             assert list(out.glob(pattern)), (phase, pattern, sorted(map(str, out.rglob("*"))))
         if phase != "result":
             assert not list(out.glob("*/*/result.nc")), phase
-    proc = run_cli("run", str(sweep), "--quiet", "--out", str(out), cache=jax_cache)
+    proc = run_cli("run", str(sweep), "--quiet", "--out", str(out), *extra, cache=jax_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed" in proc.stdout, proc.stdout[-2000:]
     folder = result_folder(out)
@@ -167,19 +191,21 @@ def test_ctrl_c_at_named_phases(sweep, tmp_path, jax_cache, phases):
         np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=name)
 
 
-def test_keys_are_toml_and_the_docs_table_is_generated():
-    proc = run_cli("keys")
+def test_keys_are_toml_and_the_docs_table_is_generated(capsys):
+    proc = _in_process(capsys, "keys")
     assert proc.returncode == 0
     assert "default [1, 2, 3, 4, 5, 6, 7, 8]" in proc.stdout and "None" not in proc.stdout
-    parity = run_cli("keys", "parity")
+    parity = _in_process(capsys, "keys", "parity")
     assert "default unset" in parity.stdout  # adam_b1: TOML has no null
-    table = run_cli("keys", "--markdown").stdout.strip()
+    table = _in_process(capsys, "keys", "--markdown").stdout.strip()
     docs = (Path(__file__).parent.parent / "docs" / "sweeps.md").read_text()
     assert table in docs, "docs/sweeps.md's key table is stale: paste `iclsim keys --markdown`"
 
 
-def test_version_and_help_say_where_results_go():
+def test_version_and_help_say_where_results_go(capsys):
     import iclsim
 
-    assert run_cli("--version").stdout.strip() == f"iclsim {iclsim.__version__}"
-    assert "<code hash>" in run_cli("run", "--help").stdout
+    version = _in_process(capsys, "--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"iclsim {iclsim.__version__}"
+    assert "<code hash>" in _in_process(capsys, "run", "--help").stdout
