@@ -63,18 +63,26 @@ Sufficient-statistic sampler
     (``2 · jax.random.gamma(N/2)``, a rejection sampler whose vmapped ``while``
     loop runs until the slowest of all values is accepted), swapped in while
     tracing: the in-process baseline of the current draw (vectorised
-    Marsaglia–Tsang, ``iclsim.linear.data._gamma``).  (e) and (e0) alternate,
-    two passes each, best wall kept.
+    Marsaglia–Tsang, ``iclsim.linear.data._gamma``).
+(e1) ``statistic, jax.random draws``: (e) with the sampler's previous normal and
+    uniform draws — one ``jax.random.normal`` / ``uniform`` per component, each
+    from its own split key — swapped in while tracing for the product's one
+    paired-output Threefry call per sampler call
+    (``iclsim.linear.data._standard_draws``: under JAX's default
+    ``jax_threefry_partitionable=True`` a 32-bit word costs one hash, the product
+    keeps both outputs of each hash).  (e), (e0) and (e1) alternate, two passes
+    each, best wall kept.
 (f) ``statistic RNG floor``: only the statistic sampler's draws of one step of
-    all R runs — w, the query and g (3d normals per prompt) and the χ²_N — with
-    its key derivation (``fold_in`` + ``split`` into 4, the χ² key split again),
-    jitted, in a ``lax.scan``; (f0) the same with the previous χ² draw.  In the
-    table their ``normals/s`` is work-equivalent (token normals replaced per
-    second, marked ``~``).  A second table gives (e) and (e0) as a percentage of
-    their floors (target ≥ 75 %).
+    all R runs — exactly ``iclsim.linear.data._statistic_draws``, the function
+    the sampler calls (w, the query and g: 3d normals per prompt, and the χ²_N),
+    with the trainer's key derivation (``fold_in(step)``; the sampler splits
+    once), jitted, in a ``lax.scan``; (f0), (f1) the same with the draws of
+    (e0), (e1).  In the table their ``normals/s`` is work-equivalent (token
+    normals replaced per second, marked ``~``).  A second table gives (e), (e0),
+    (e1) as a percentage of their floors (target ≥ 75 %).
 
-Per-part breakdown (``--skip-parts`` skips it): one training step of (e) and of
-(e0) split into key derivation, sampling (keys + draws + h), loss + gradient
+Per-part breakdown (``--skip-parts`` skips it): one training step of (e), (e0)
+and (e1) split into key derivation, sampling (keys + draws + h), loss + gradient
 (on prompts drawn once), optimizer update (Adam + cosine schedule as the product
 builds it), tail averaging (running sum of the iterates) and loss recording (a
 scalar per step stacked by the scan) — each alone, jitted, vmapped over the R
@@ -308,9 +316,10 @@ def has_sampler_field() -> bool:
     return "sampler" in {f.name for f in dataclasses.fields(TrainStatic)}
 
 
-def bench_vmap_statistic(args, keys, hyper, data, chi="product"):
+def bench_vmap_statistic(args, keys, hyper, data, variant="product"):
     """(e): (a) with the statistic sampler — the same trainer, optimizer, keys and runs
-    (``chi="gamma"``: (e0), with the previous χ² draw)."""
+    (``variant`` of :data:`DRAW_VARIANTS`: "gamma" is (e0), the previous χ² draw; "jax_draws"
+    is (e1), the previous normal/uniform draws)."""
     static = jax_static(args)
     if has_sampler_field():
         trainer = linear_trainer(dataclasses.replace(static, sampler="statistic"))
@@ -323,7 +332,7 @@ def bench_vmap_statistic(args, keys, hyper, data, chi="product"):
     fn = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))
     t0 = time.perf_counter()
     _SWAP_CALLS.clear()
-    with scope, chi_square_scope(chi):
+    with scope, draw_scope(variant):
         compiled = fn.lower(keys, hyper, data).compile()
     compile_s = time.perf_counter() - t0
     if not has_sampler_field() and not _SWAP_CALLS:
@@ -335,11 +344,12 @@ def bench_vmap_statistic(args, keys, hyper, data, chi="product"):
     return wall, compile_s, np.asarray(metrics["loss"])
 
 
-def _chi_square_gamma(key, dfs, batch, dtype):
+def _chi_square_gamma(key, dfs, batch, dtype, draws=None):
     """The statistic sampler's previous χ² draw (the baseline of (e0), (f0)): sums of squared
     normals up to 8 degrees of freedom, ``2 · jax.random.gamma(df/2)`` above — JAX's gamma is
     a rejection sampler whose ``while`` loop, vmapped, runs until the slowest of all values
-    is accepted, splitting a key per value and pass."""
+    is accepted, splitting a key per value and pass.  ``draws`` (the product's pre-drawn
+    χ² words) is ignored: under :func:`chi_square_scope` the sampler draws none for it."""
     dfs = np.asarray(dfs, int).reshape(-1)
     out = jnp.zeros((batch, dfs.size), dtype)
     small = np.flatnonzero(dfs <= 8)
@@ -360,17 +370,62 @@ def _chi_square_gamma(key, dfs, batch, dtype):
 @contextlib.contextmanager
 def chi_square_scope(kind):
     """``"product"``: the sampler as it is; ``"gamma"``: its χ² draw replaced, while tracing,
-    by :func:`_chi_square_gamma` (the previous version, kept as the in-process baseline)."""
-    saved = linear_data._chi_square
+    by :func:`_chi_square_gamma` (the previous version, kept as the in-process baseline; the
+    sampler's one draw then holds no χ² words)."""
+    saved = linear_data._chi_square, linear_data._chi_square_parts
     if kind == "gamma":
         linear_data._chi_square = _chi_square_gamma
+        linear_data._chi_square_parts = lambda dfs, batch, candidates=None: {}
     try:
         yield
     finally:
-        linear_data._chi_square = saved
+        linear_data._chi_square, linear_data._chi_square_parts = saved
 
 
 CHI_KINDS = ("product", "gamma")
+
+
+def _standard_draws_jax(key, parts, dtype):
+    """The statistic sampler's previous normal/uniform draws (the baseline of (e1), (f1)): one
+    ``jax.random.normal`` / ``uniform`` per component, each from its own split key (under the
+    default ``jax_threefry_partitionable=True`` one Threefry hash per 32-bit word, one of its
+    two outputs XOR-ed away) — instead of the product's one paired-output Threefry call,
+    ``iclsim.linear.data._standard_draws`` (same parts, shapes and laws)."""
+    keys = jax.random.split(key, max(len(parts), 1))
+    draw = {"normal": jax.random.normal, "uniform": jax.random.uniform}
+    return {name: draw[kind](k, shape, dtype)
+            for k, (name, (kind, shape)) in zip(keys, parts.items())}
+
+
+@contextlib.contextmanager
+def standard_draws_scope(kind):
+    """``"product"``: the sampler as it is; ``"jax"``: its normal/uniform draws replaced, while
+    tracing, by :func:`_standard_draws_jax` (the previous draws, the in-process baseline)."""
+    saved = linear_data._standard_draws
+    if kind == "jax":
+        linear_data._standard_draws = _standard_draws_jax
+    try:
+        yield
+    finally:
+        linear_data._standard_draws = saved
+
+
+#: The statistic sampler's draws timed: the product, the previous χ² draw (e0, f0), the
+#: previous normal/uniform draws (e1, f1).
+DRAW_VARIANTS = {"product": ("e", "f", "(e) vmap sweep, statistic", "(f) statistic RNG floor"),
+                 "gamma": ("e0", "f0", "(e0) statistic, gamma χ²", "(f0) floor, gamma χ²"),
+                 "jax_draws": ("e1", "f1", "(e1) statistic, jax draws",
+                               "(f1) floor, jax draws")}
+
+
+@contextlib.contextmanager
+def draw_scope(variant):
+    """The sampler's draws of ``variant`` (a key of :data:`DRAW_VARIANTS`) while tracing."""
+    if variant not in DRAW_VARIANTS:
+        raise ValueError(f"unknown draw variant {variant!r}")
+    with chi_square_scope("gamma" if variant == "gamma" else "product"), \
+            standard_draws_scope("jax" if variant == "jax_draws" else "product"):
+        yield
 
 
 def time_scan(body, carry, steps, repeats=2):
@@ -389,19 +444,17 @@ def time_scan(body, carry, steps, repeats=2):
     return best
 
 
-def bench_statistic_floor(args, keys, floor_steps, chi="product"):
+def bench_statistic_floor(args, keys, floor_steps, variant="product"):
     """(f): the statistic sampler's RNG floor — only its draws of one step of all runs (w, the
-    query, the χ²_N, g: 3d normals and one χ² per prompt), with its key derivation
-    (``fold_in(step)``, ``split`` into 4, the χ² key split once more), in a scan."""
+    query, the χ²_N, g: 3d normals and one χ² per prompt), drawn by the very function the
+    sampler calls, ``iclsim.linear.data._statistic_draws`` (its key split, its one Threefry
+    call), from the trainer's per-step key ``fold_in(key, step)``, in a scan; ``variant``
+    as :func:`bench_vmap_statistic` ((f0), (f1))."""
     b, n, d = args.batch, args.n_context, args.d
     dtype = jnp.result_type(float)
 
     def one_run(key, step):
-        k_w, k_q, k_chi, k_g = jax.random.split(jax.random.fold_in(key, step), 4)
-        w = jax.random.normal(k_w, (b, d), dtype)
-        q = jax.random.normal(k_q, (b, d), dtype)
-        chi = linear_data._chi_square(k_chi, [n], b, dtype)[:, 0]
-        g = jax.random.normal(k_g, (b, d), dtype)
+        w, q, chi, g = linear_data._statistic_draws(jax.random.fold_in(key, step), n, b, d, dtype)
         return w + q + g, chi
 
     def body(acc, step):
@@ -409,11 +462,11 @@ def bench_statistic_floor(args, keys, floor_steps, chi="product"):
         return (acc[0] + normals, acc[1] + chi), None
 
     zeros = (jnp.zeros((keys.shape[0], b, d), dtype), jnp.zeros((keys.shape[0], b), dtype))
-    with chi_square_scope(chi):
+    with draw_scope(variant):
         return time_scan(body, zeros, floor_steps, repeats=3)
 
 
-def bench_parts(args, keys, hyper, data, part_steps, chi="product"):
+def bench_parts(args, keys, hyper, data, part_steps, variant="product"):
     """Seconds of ``part_steps`` steps of each part of the statistic sweep's training step alone
     (all R runs, vmapped, jitted, in a scan; each step depends on the carry, so nothing is
     hoisted out of the loop).  Parts: key derivation, sampling (keys + draws + h), loss +
@@ -444,7 +497,7 @@ def bench_parts(args, keys, hyper, data, part_steps, chi="product"):
         x, y = jax.vmap(sample_one, in_axes=(0, None))(keys, step)
         return (acc[0] + x, acc[1] + y), None
 
-    with chi_square_scope(chi):
+    with draw_scope(variant):
         out["sampling"] = time_scan(
             sample_body, (jnp.zeros((r, b, args.d), dtype), jnp.zeros((r, b), dtype)), part_steps)
 
@@ -814,29 +867,26 @@ def main(argv=None):
     stat_floor = {}
     parts = {}
     if not args.skip_statistic:
-        # Product and previous χ² draw alternate, twice, so that load drifts hit both alike;
-        # each row keeps its best wall.
+        # The product and the previous draws (χ²: e0; normals/uniforms: e1) alternate, twice,
+        # so that load drifts hit all alike; each row keeps its best wall.
         part_steps = min(args.floor_steps, steps)
         for rep in range(2):
-            for chi, key in (("product", "e"), ("gamma", "e0")):
-                wall_e, compile_e, loss_e = bench_vmap_statistic(args, keys, hyper, data, chi)
+            for variant, (key, _, name, _) in DRAW_VARIANTS.items():
+                wall_e, compile_e, loss_e = bench_vmap_statistic(args, keys, hyper, data, variant)
                 if key not in rows or wall_e < rows[key][1]:
-                    name = ("(e) vmap sweep, statistic" if chi == "product" else
-                            "(e0) statistic, gamma χ²")
                     rows[key] = (name, wall_e, False, tail_loss(loss_e[subset]))
-                f_wall = bench_statistic_floor(args, keys, floor_steps, chi) * steps / floor_steps
-                stat_floor[chi] = min(stat_floor.get(chi, float("inf")), f_wall)
+                f_wall = (bench_statistic_floor(args, keys, floor_steps, variant)
+                          * steps / floor_steps)
+                stat_floor[variant] = min(stat_floor.get(variant, float("inf")), f_wall)
                 if not args.skip_parts:
-                    got = bench_parts(args, keys, hyper, data, part_steps, chi)
-                    best = parts.setdefault(chi, {})
+                    got = bench_parts(args, keys, hyper, data, part_steps, variant)
+                    best = parts.setdefault(variant, {})
                     for part, sec in got.items():
                         best[part] = min(best.get(part, float("inf")), sec * steps / part_steps)
                 print(f"  ({key}) pass {rep + 1}: sweep {wall_e:.2f} s (+ compile "
                       f"{compile_e:.2f} s), floor {f_wall:.2f} s", flush=True)
-        rows["f"] = ("(f) statistic RNG floor", stat_floor["product"], floor_steps < steps,
-                     float("nan"))
-        rows["f0"] = ("(f0) floor, gamma χ²", stat_floor["gamma"], floor_steps < steps,
-                      float("nan"))
+        for variant, (_, key, _, name) in DRAW_VARIANTS.items():
+            rows[key] = (name, stat_floor[variant], floor_steps < steps, float("nan"))
 
     thread_note = None
     if torch is not None:
@@ -858,7 +908,7 @@ def main(argv=None):
     print()
     print(header)
     print("-" * len(header))
-    for key in ("a", "e", "e0", "b", "c", "d", "f", "f0"):
+    for key in ("a", "e", "e0", "e1", "b", "c", "d", "f", "f0", "f1"):
         if key not in rows:
             continue
         name, wall, extrapolated, tl = rows[key]
@@ -870,7 +920,7 @@ def main(argv=None):
         vs_tok = f"{rows['a'][1] / wall:.2f}x"
         wall_s = f"{wall:.2f}{'*' if extrapolated else ' '}"
         tl_s = "-" if math.isnan(tl) else f"{tl:.4f}"
-        rate_s = f"{'~' if key in ('e', 'e0', 'f', 'f0') else ''}{rate:.3e}"
+        rate_s = f"{'~' if key[0] in 'ef' else ''}{rate:.3e}"
         print(f"{name:<29}{wall_s:>10}{r * steps / wall:>13,.0f}{rate_s:>12}"
               f"{100 * rate / floor_rate:>8.1f}%{vs_c:>9}{vs_b:>9}{vs_tok:>10}{tl_s:>11}")
     print()
@@ -912,38 +962,41 @@ def print_statistic_floor(rows, stat_floor, parts, args):
     """The statistic sweep against its own RNG floor, and its step split into parts."""
     r, steps = args.runs, args.steps
     print()
-    print(f"statistic sampler vs its own RNG floor ((f): only its normals and χ² draws), "
-          f"N={args.n_context}; product χ² draw vs the previous one (gamma: "
-          "jax.random.gamma), best of 2 passes each, same process")
-    header = (f"{'χ² draw':<10}{'sweep s':>9}{'run-steps/s':>13}{'floor s':>9}"
+    print(f"statistic sampler vs its own RNG floor ((f): only its normal, uniform and χ² "
+          f"draws), N={args.n_context}; product draws vs the previous ones (gamma: the χ² by "
+          "jax.random.gamma; jax_draws: jax.random.normal/uniform per component), best of 2 "
+          "passes each, same process")
+    header = (f"{'draws':<11}{'sweep s':>9}{'run-steps/s':>13}{'floor s':>9}"
               f"{'floor run-steps/s':>19}{'% floor':>9}")
     print(header)
     print("-" * len(header))
-    for chi, key in (("product", "e"), ("gamma", "e0")):
+    for variant, (key, _, _, _) in DRAW_VARIANTS.items():
         wall = rows[key][1]
-        fl = stat_floor[chi]
-        print(f"{chi:<10}{wall:>9.2f}{r * steps / wall:>13,.0f}{fl:>9.2f}{r * steps / fl:>19,.0f}"
-              f"{100 * fl / wall:>8.1f}%")
-    print(f"(e) vs (e0): {rows['e0'][1] / rows['e'][1]:.2f}x; (e) at "
+        fl = stat_floor[variant]
+        print(f"{variant:<11}{wall:>9.2f}{r * steps / wall:>13,.0f}{fl:>9.2f}"
+              f"{r * steps / fl:>19,.0f}{100 * fl / wall:>8.1f}%")
+    print(f"(e) vs (e0): {rows['e0'][1] / rows['e'][1]:.2f}x; (e) vs (e1): "
+          f"{rows['e1'][1] / rows['e'][1]:.2f}x; (f) vs (f1): "
+          f"{stat_floor['jax_draws'] / stat_floor['product']:.2f}x; (e) at "
           f"{100 * stat_floor['product'] / rows['e'][1]:.1f}% of its floor (target >= 75%)")
     if not parts:
         return
     print()
     print(f"one training step of the statistic sweep, split into parts: each part alone, "
           f"jitted, vmapped over R={r} runs, in a scan (best of 2, scaled to {steps} steps); "
-          "share = part / full sweep (e) or (e0)")
-    header = (f"{'part':<20}" + "".join(f"{chi + ' s':>11}{'run-steps/s':>13}{'share':>8}"
-                                        for chi in parts))
+          "share = part / full sweep (e), (e0) or (e1)")
+    header = (f"{'part':<20}" + "".join(f"{variant + ' s':>13}{'run-steps/s':>13}{'share':>8}"
+                                        for variant in parts))
     print(header)
     print("-" * len(header))
     names = list(next(iter(parts.values())))
     for part in names + ["full step"]:
         line = f"{part:<20}"
-        for chi, key in (("product", "e"), ("gamma", "e0")):
-            if chi not in parts:
+        for variant, (key, _, _, _) in DRAW_VARIANTS.items():
+            if variant not in parts:
                 continue
-            sec = rows[key][1] if part == "full step" else parts[chi][part]
-            line += (f"{sec:>11.3f}{r * steps / sec:>13,.0f}"
+            sec = rows[key][1] if part == "full step" else parts[variant][part]
+            line += (f"{sec:>13.3f}{r * steps / sec:>13,.0f}"
                      f"{100 * sec / rows[key][1]:>7.1f}%")
         print(line)
 

@@ -14,6 +14,11 @@ of ℓ along a random direction of the trained weights (the gradient, contracted
 and their squares (the second moments, i.e. the SGD noise).  E[ℓ] is also
 compared with the exact ``iclsim.linear.oracle.population_risk`` and E[δ] with
 the exact directional derivative of ``iclsim.linear.model.reduced_population_risk``.
+
+The random draws themselves (one Threefry call per sampler call, converted as
+``jax.random`` does) are checked bit for bit against JAX's own stream, for a
+partition of the words among the parts, and against the N(0, 1) / U(0, 1) laws
+with independence of the parts (with power checks: wrong conversions, reused words).
 """
 
 import functools
@@ -22,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -372,7 +378,7 @@ def test_power_wrong_gram_is_caught():
     good = data.sample_gram(key_s, chol, n, PROMPTS, label_noise=0.2, input_noise=0.1)
     assert not gram_failures(gram_features(params, good, n), gram_features(params, tok, n))
     chi_square = data._chi_square
-    wrong_dfs = lambda key, dfs, batch, dtype: chi_square(  # noqa: E731
+    wrong_dfs = lambda key, dfs, batch, dtype, draws=None: chi_square(  # noqa: E731
         key, np.full_like(np.asarray(dfs), n), batch, dtype)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(data, "_chi_square", wrong_dfs)
@@ -427,6 +433,212 @@ def test_power_wrong_chi_square_draw_is_caught():
         < CHI_P_MIN
     assert chi_square_gof(data._chi_square(key, [n], CHI_DRAWS, jnp.float64)[:, 0], n) \
         > CHI_P_MIN
+
+
+# ------------------------------------------------------------------ the random draws
+#
+# The samplers draw every normal and uniform of one call from one key with one
+# ``threefry_2x32`` call (both outputs of each hash kept) and convert the words as
+# ``jax.random.normal`` / ``uniform`` do.  Checked three ways: bit for bit against JAX's
+# own stream (``jax_threefry_partitionable=False`` hashes counts in pairs the same way);
+# the parts of a call partition the words (no word used twice); and, against an
+# independent reference (the N(0, 1) and U(0, 1) laws, scipy), goodness of fit, moments
+# and independence of the parts the samplers actually draw — with a power check that
+# wrong conversions and reused words are caught by the same criterion at the same size.
+
+DRAW_BATCH = 1 << 14  # × d = 8: 131,072 values per part
+
+
+def test_draws_are_jax_own_stream_bit_for_bit():
+    """``_random_words`` (under JAX's default flags) = ``jax.random.bits`` under
+    ``jax_threefry_partitionable=False`` (the paired-output counter-mode Threefry stream),
+    and ``_standard_draws`` = ``jax.random.normal`` / ``uniform`` there, bit for bit: float32
+    and float64 (64-bit words from both outputs of one hash), an odd number of 32-bit words,
+    jitted and vmapped over keys; the rbg implementation falls back to ``jax.random.bits``."""
+    # float32: an odd word count (threefry_2x32 pads it); float64: 2n words, even.
+    cases = [(jnp.float32, jnp.uint32, 1001), (jnp.float64, jnp.uint64, 500)]
+
+    def ours(k):
+        out = []
+        for dtype, _, n in cases:
+            words = data._random_words(k, n, dtype)
+            out.append((words, data._normal_from_words(words, dtype),
+                        data._uniform_from_words(words, dtype)))
+        return out, [data._standard_draws(k, {"z": ("normal", (n,))}, dtype)["z"]
+                     for dtype, _, n in cases]
+
+    def jax_own(k):
+        return [(jax.random.bits(k, (n,), uint), jax.random.normal(k, (n,), dtype),
+                 jax.random.uniform(k, (n,), dtype)) for dtype, uint, n in cases], \
+            [jax.random.normal(k, (n,), dtype) for dtype, _, n in cases]
+
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    assert jax.config.jax_threefry_partitionable  # the default: jax.random XORs the outputs
+    got = jax.jit(jax.vmap(ours))(keys)
+    with jax.threefry_partitionable(False):
+        want = jax.jit(jax.vmap(jax_own))(keys)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    key = jax.random.key(1, impl="rbg")
+    np.testing.assert_array_equal(data._random_words(key, 10, jnp.float32),
+                                  jax.random.bits(key, (10,), jnp.uint32))
+
+
+def spy_draws(monkeypatch, call):
+    """The dict of draws of the first ``_standard_draws`` call made by ``call()`` (the sampler's
+    one draw of everything; later calls are the χ² draw's rare redraws)."""
+    real = data._standard_draws
+
+    def run():
+        seen = []
+
+        def spy(key, parts, dtype):
+            out = real(key, parts, dtype)
+            seen.append(out)
+            return out
+
+        with monkeypatch.context() as mp:
+            mp.setattr(data, "_standard_draws", spy)
+            call()
+        return seen[0]
+
+    return jax.jit(run)()  # one compile; the sampler's own outputs are dead code
+
+
+#: Sampler calls whose draws cover every layout: the χ² by normals (N <= 8) or by gamma
+#: candidates, the Gram with N < d + 1 and with both kinds of χ² columns.
+SAMPLER_CALLS = {
+    "statistic, χ² by normals": (data.sample_statistic, 5),
+    "statistic, χ² by gamma": (data.sample_statistic, 20),
+    "gram, N < d + 1": (data.sample_gram, 3),
+    "gram, mixed χ²": (data.sample_gram, 11),
+}
+
+
+@pytest.mark.parametrize("call", SAMPLER_CALLS, ids=list(SAMPLER_CALLS))
+def test_draw_parts_partition_the_words(monkeypatch, call):
+    """Every part of a sampler call takes its own words: with word i made to encode i (its
+    uniform is exactly i·2^-23, used for normals too), the values of all parts, pooled, are
+    each index 0..m−1 exactly once (no word reused, none skipped)."""
+    def index_words(key, count, dtype):
+        return lax.shift_left(lax.iota(jnp.uint32, count), jnp.uint32(9))
+
+    monkeypatch.setattr(data, "_random_words", index_words)
+    monkeypatch.setattr(data, "_normal_from_words", data._uniform_from_words)
+    sampler, n = SAMPLER_CALLS[call]
+    with jax.enable_x64(False):
+        draws = spy_draws(monkeypatch, lambda: sampler(jax.random.PRNGKey(0), np.eye(3), n, 16))
+        assert all(v.dtype == jnp.float32 for v in draws.values())
+    index = np.concatenate([np.asarray(v, np.float64).ravel() for v in draws.values()])
+    index = np.sort(np.round(index * 2.0**23).astype(np.int64))
+    np.testing.assert_array_equal(index, np.arange(index.size))
+
+
+DRAW_P_MIN = 1e-4
+LAWS = {"normal": ("norm", [0.0, 1.0, 0.0, 3.0], 0.0, 1.0),
+        "uniform": ("uniform", [1 / 2, 1 / 3, 1 / 4, 1 / 5], 0.5, 1 / 12)}
+
+
+def law_failures(draws):
+    """Names of the failed checks of ``draws`` ({name: (kind, values)}) against the exact laws,
+    each part on its own: Pearson's test on 100 equiprobable bins of N(0, 1) / U(0, 1)
+    (p > 1e-4), moments 1-4 (E z^k = 0, 1, 0, 3; E u^k = 1/(k+1)) within 4 SE; and every two
+    parts at the same index (over their common length; "a-b" with a < b): E[a b] = 0 and
+    E[(a² − Var a)(b² − Var b)] = 0 of the centred values within 4 SE (independent parts)."""
+    from scipy import stats
+
+    failed = set()
+    centred = {}
+    for name, (kind, values) in draws.items():
+        law, moments, mean, var = LAWS[kind]
+        v = np.asarray(values, np.float64).ravel()
+        if not np.all(np.isfinite(v)):
+            failed.add(f"{name} not finite")
+            continue
+        counts = np.histogram(v, getattr(stats, law)().ppf(np.linspace(0.0, 1.0, 101)))[0]
+        if counts.sum() != v.size or stats.chisquare(counts).pvalue <= DRAW_P_MIN:
+            failed.add(f"{name} law")
+        for k, exact in enumerate(moments, 1):
+            if not z_score(v**k, exact=exact) <= N_SE:
+                failed.add(f"{name} moment {k}")
+        centred[name] = (v - mean, (v - mean) ** 2 - var)
+    names = sorted(centred)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            size = min(centred[a][0].size, centred[b][0].size)
+            for j, label in enumerate(("correlation", "square correlation")):
+                if not z_score(centred[a][j][:size] * centred[b][j][:size], exact=0.0) <= N_SE:
+                    failed.add(f"{a}-{b} {label}")
+    return failed
+
+
+def statistic_draws_by_kind(monkeypatch, dtype):
+    """The draws of one ``sample_statistic`` call (2^14 prompts, d = 8, N = 20: w, query, g
+    and the χ² draw's Marsaglia–Tsang normals and uniforms), as ``law_failures`` reads them."""
+    chol = np.linalg.cholesky(np.diag([3.0, 2.0, 1.5, 1.0, 0.6, 0.4, 0.2, 0.1]))
+    got = spy_draws(monkeypatch, lambda: data.sample_statistic(
+        jax.random.PRNGKey(21), jnp.asarray(chol, dtype), 20, DRAW_BATCH, label_noise=0.1))
+    assert set(got) == {"w", "query", "g", "gamma_x", "gamma_u"}
+    assert all(v.dtype == dtype for v in got.values())
+    return {name: ("uniform" if name == "gamma_u" else "normal", v) for name, v in got.items()}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_sampler_draws_have_the_normal_and_uniform_laws(monkeypatch, dtype):
+    """The normals and uniforms of a statistic-sampler call (131,072 per part, 32,768 of each
+    χ² kind) have the N(0, 1) / U(0, 1) laws and the parts are uncorrelated
+    (``law_failures``), in float32 (the training dtype) and float64."""
+    with jax.enable_x64(dtype == jnp.float64):
+        draws = statistic_draws_by_kind(monkeypatch, dtype)
+    assert not law_failures(draws)
+
+
+_UNIFORM_FROM_WORDS = data._uniform_from_words
+
+
+def _sign_bit_uniform(words, dtype, minval=0.0, maxval=1.0):
+    """Wrong conversion: 24 bits including the sign — the 23 mantissa bits and the top bit as a
+    sign, but the top bit is also the mantissa's first bit, so u ∈ (−1/2, 0] ∪ [1/2, 1)."""
+    u = _UNIFORM_FROM_WORDS(words, dtype)
+    top = lax.shift_right_logical(words, jnp.array(jnp.finfo(dtype).bits - 1, words.dtype))
+    signed = jnp.where(top == 1, u, -u)
+    return lax.max(lax.convert_element_type(minval, dtype),
+                   (signed + 1.0) / 2.0 * (maxval - minval) + minval)
+
+
+def _reused_words(real):
+    def draws(key, parts, dtype):
+        out = real(key, parts, dtype)
+        if "w" in out:  # the query drawn from the task's words
+            out["query"] = out["w"]
+        if "gamma_u" in out:  # the acceptance uniform from the candidate's own word
+            out["gamma_u"] = jax.scipy.stats.norm.cdf(out["gamma_x"]).astype(dtype)
+        return out
+    return draws
+
+
+@pytest.mark.parametrize("bug, caught_by", [
+    ("sign_bit", {"w law", "query law", "g law", "gamma_x law", "gamma_u law"}),
+    ("half_normal", {"w law", "w moment 1", "query law", "g law"}),
+    ("reused_words", {"query-w correlation", "gamma_u-gamma_x correlation"}),
+])
+def test_power_wrong_draws_are_caught(monkeypatch, bug, caught_by):
+    """The criterion of the law test, at its size, catches a wrong conversion of the words (24
+    bits including the sign; normals from u ∈ [0, 1) without the map to (−1, 1): half-normal)
+    and reused words (the query = the task, the χ² acceptance uniform = Φ(its candidate))."""
+    dtype = jnp.float32
+    if bug == "sign_bit":
+        monkeypatch.setattr(data, "_uniform_from_words", _sign_bit_uniform)
+    elif bug == "half_normal":
+        monkeypatch.setattr(data, "_normal_from_words", lambda words, dtype: (
+            np.sqrt(2.0) * lax.erf_inv(_UNIFORM_FROM_WORDS(words, dtype))).astype(dtype))
+    else:
+        monkeypatch.setattr(data, "_standard_draws", _reused_words(data._standard_draws))
+    with jax.enable_x64(False):
+        draws = statistic_draws_by_kind(monkeypatch, dtype)
+    failed = law_failures(draws)
+    assert caught_by <= failed, failed
 
 
 # -------------------------------------------------------------------- exact identities
