@@ -17,10 +17,21 @@ from iclsim.engine import config as config_module
 from iclsim.engine.config import config_hash, unkeyed_keys
 from iclsim.engine.sweep import run_sweep
 from iclsim.linear.sweep import LINEAR, LinearSweepConfig
-from test_provenance import Interrupt, _cfg, _interrupt_after
+from test_provenance import Interrupt, _interrupt_after
+from test_provenance import _cfg as _provenance_cfg
 
 #: The keys of the linear schema left out of the config hash, each with its evidence below.
 UNKEYED = {"name", "description", "output_dir", "figures.formats", "train.chunk_steps"}
+
+#: Monte Carlo training with the statistic sampler (no leave-one-out): the evidence here is
+#: about the engine's keys, not the sampler, and these chunk programs compile ~4x faster than
+#: those of the token sampler (the default).
+STATISTIC = ("train.sampler='statistic'", "train.loo=false")
+
+
+def _cfg(root, *overrides):
+    """test_provenance's tiny linear sweep (30 steps in chunks of 10), statistic sampler."""
+    return _provenance_cfg(root, *STATISTIC, *overrides)
 
 
 def _numbers(ds) -> dict:
@@ -76,24 +87,27 @@ def test_unkeyed_key_reuses_the_result(reference, tmp_path, override):
             or again.figure_error
 
 
-@pytest.mark.parametrize("override", ["train.chunk_steps=7", "train.chunk_steps=30"])
-def test_chunk_steps_gives_bitwise_the_same_numbers_from_scratch(reference, tmp_path, override):
+def test_chunk_steps_gives_bitwise_the_same_numbers_from_scratch(reference, tmp_path):
     """The evidence for leaving train.chunk_steps out of the hash (reference: chunks of 10 of
-    30 steps; here 7+7+7+7+2 and one chunk of 30), in a fresh folder."""
-    fresh = run_sweep(_cfg(tmp_path, override), LINEAR, quiet=True)
+    30 steps; here 20 + 10: other boundaries and a remainder), in a fresh folder.  The chunk
+    program of 20 steps is the one the resume test below uses too (one compile for both)."""
+    fresh = run_sweep(_cfg(tmp_path, "train.chunk_steps=20"), LINEAR, quiet=True)
     assert not fresh.resumed
     _assert_bitwise(fresh.dataset, reference.dataset)
 
 
 def test_resume_with_other_chunk_steps_is_bitwise_equal(reference, tmp_path, monkeypatch):
-    """Interrupted after one chunk of 10 steps, resumed with chunks of 7: steps 11..30 run
-    (not 8..30), and the numbers are those of the uninterrupted reference."""
+    """Interrupted after one chunk of 10 steps, resumed with chunks of 20: steps 11..30 run
+    (counted: 20, not 30 from the start), and the numbers are those of the uninterrupted
+    reference."""
     with monkeypatch.context() as m:
         _interrupt_after(m, 1)
         with pytest.raises(Interrupt):
             run_sweep(_cfg(tmp_path), LINEAR, quiet=True)
-    out = run_sweep(_cfg(tmp_path, "train.chunk_steps=7"), LINEAR, quiet=True)
+    steps = _count_steps(monkeypatch)
+    out = run_sweep(_cfg(tmp_path, "train.chunk_steps=20"), LINEAR, quiet=True)
     assert out.resumed
+    assert steps["n"] == 20
     _assert_bitwise(out.dataset, reference.dataset)
 
 
@@ -156,14 +170,15 @@ def test_every_other_key_enters_the_hash():
 
 
 #: A sample of keyed keys (traced values: no recompilation, a few seconds each) and the
-#: stored variable that must change.  Static-shape keys are in the slow list.
+#: stored variable that must change.  Static-shape keys are in the slow list; seed changes the
+#: loss in test_training_key_change_trains_again, and the evaluation keys eval.label_noise,
+#: eval.n_prompts and eval.sampler change a stored number in
+#: test_evaluation_key_reevaluates_without_training.
 CHANGES = [
-    ("seed=6", "loss"),
     ("axes.learning_rate=[0.02]", "loss"),
     ("axes.init_scale=[0.2]", "loss"),
     ("spectrum.rotation_seed=1", "eval_risk"),
     ("spectrum.values=[2.0, 0.25]", "risk"),
-    ("eval.label_noise=[0.0, 2.0]", "eval_risk"),
     ("eval.input_noise=[0.5]", "eval_risk"),
 ]
 SLOW_CHANGES = [
@@ -222,9 +237,13 @@ def _trained_params(root) -> dict:
             for k, v in store.load_checked(f)[0].items()}
 
 
-@pytest.mark.parametrize("override", ["eval.label_noise=[0.0, 2.0]", "eval.n_prompts=128",
-                                      'eval.sampler="tokens"'])
-def test_evaluation_key_reevaluates_without_training(reference, tmp_path, monkeypatch, override):
+@pytest.mark.parametrize("override,var", [("eval.label_noise=[0.0, 2.0]", "eval_risk"),
+                                          ("eval.n_prompts=128", "eval_risk_mc"),
+                                          ('eval.sampler="tokens"', "eval_risk_mc")])
+def test_evaluation_key_reevaluates_without_training(reference, tmp_path, monkeypatch, override,
+                                                     var):
+    """A keyed evaluation key: a new result (its stored evaluation ``var`` changes) from the
+    stored trained parameters, bitwise that of a sweep trained from scratch with the key."""
     root = _copy(reference, tmp_path)
     before = _trained_params(root)
     steps = _count_steps(monkeypatch)
@@ -238,6 +257,7 @@ def test_evaluation_key_reevaluates_without_training(reference, tmp_path, monkey
         assert after[name].tobytes() == before[name].tobytes(), name
     for name in ("gamma", "loss", "risk"):  # what the parameters are: bitwise the reference's
         assert out.dataset[name].values.tobytes() == reference.dataset[name].values.tobytes()
+    assert _changed(out.dataset, reference.dataset, var), override  # a keyed key
     # and the whole result is bitwise that of a sweep trained from scratch with this config
     steps["n"] = 0
     fresh = run_sweep(_cfg(tmp_path / "scratch", override), LINEAR, quiet=True)
@@ -251,6 +271,8 @@ def test_training_key_change_trains_again(reference, tmp_path, monkeypatch):
     out = run_sweep(_cfg(root, "seed=6"), LINEAR, quiet=True)
     assert steps["n"] > 0
     assert out.dataset.attrs["training_hash"] != reference.dataset.attrs["training_hash"]
+    assert out.dataset.attrs["config_hash"] != reference.dataset.attrs["config_hash"]
+    assert _changed(out.dataset, reference.dataset, "loss")  # seed is a keyed key
 
 
 def test_keys_command_marks_the_unkeyed_keys(capsys):

@@ -35,16 +35,19 @@ def test_runs_dataset_refuses_a_layout_it_would_mislabel(scale, seed):
 
 def test_linear_result_labelled_by_rank_and_seed():
     cov, n = np.diag([2.0, 1.0, 0.3]), 10
+    # Adam alone (no L-BFGS finish: a program that compiles in a fifth of the time) reaches
+    # Γ_r to ~1e-6 on this well-conditioned d = 3 example in 300 steps.
     res = linear.train(jax.random.key(0), cov, n, [1, 3], seeds=2, mode="population",
                        steps=300, learning_rate=0.05, eval_prompts=256, loo=False,
-                       sampler="statistic", adam_b1=0.9, average_tail=0.0)
+                       sampler="statistic", adam_b1=0.9, average_tail=0.0, lbfgs_fraction=0.0)
     ds = res.to_xarray()
     assert dict(ds.sizes) == {"rank": 2, "seed": 2, "row": 3, "col": 3, "step": 300,
                               "ladder_rank": 4}
     np.testing.assert_allclose(ds.optimal_risk.values, linear.optimal_risks(cov, n), rtol=1e-6)
     for r in (1, 3):
         for s in (0, 1):
-            # each labelled Γ is the oracle's rank-r optimum (float32 training, L-BFGS finish)
+            # each labelled Γ is the oracle's rank-r optimum (float32 training; Γ_1 and Γ_3
+            # are 1.7 apart in Frobenius norm, so a mislabelled rank fails by far)
             np.testing.assert_allclose(ds.gamma.sel(rank=r, seed=s).values,
                                        linear.optimal_gamma(cov, n, r), atol=2e-4)
             (i,) = np.flatnonzero((res.rank == r) & (res.seed == s))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -35,9 +33,19 @@ def _load_benchmark():
 
 bench = _load_benchmark()
 
-#: Starts per family and m; L-BFGS iterations (enough at m <= 2).
+#: Starts per family and m; L-BFGS iterations (enough at m <= 2: every endpoint below was the
+#: same to 1e-9 after 150 and after 400 iterations).
 STARTS = 3
-MAXITER = 400
+MAXITER = 200
+
+
+def _starts(seed, m, d, scale):
+    """``STARTS`` starts of ``bench.random_starts``'s distribution, drawn in numpy (eager JAX
+    random draws compile per shape: seconds): logits s·N(0, 1), s ~ U(*scale) per start;
+    readout N(0, 0.5²)."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(*scale, size=(STARTS, 1, 1))
+    return s * rng.standard_normal((STARTS, m, d)), 0.5 * rng.standard_normal((STARTS, m))
 
 
 @pytest.mark.parametrize("m", [1, 2])
@@ -52,13 +60,13 @@ def test_random_starts_reach_but_never_beat_the_top_m_solution(m):
     """
     r_m = oracle.optimal_risk(bench.PI, bench.N, m)
     loss, cfg = bench.make_loss(m)
-    q_rand, c_rand = bench.random_starts(jax.random.key(m), STARTS, m, cfg.D, (0.0, 0.3))
-    noise, c_top = bench.random_starts(jax.random.key(100 + m), STARTS, m, cfg.D, (1.0, 1.0))
+    q_rand, c_rand = _starts(m, m, cfg.D, (0.0, 0.3))
+    noise, c_top = _starts(100 + m, m, cfg.D, (1.0, 1.0))
     top = np.zeros((m, cfg.D))
     for h in range(m):
         top[h, h * bench.K_DEG : (h + 1) * bench.K_DEG] = 4.0
-    q0 = jnp.concatenate([q_rand, noise + top[None]])
-    c0 = jnp.concatenate([c_rand, c_top])
+    q0 = np.concatenate([q_rand, noise + top[None]])
+    c0 = np.concatenate([c_rand, c_top])
     polish = bench.make_polisher(loss, m, cfg.D, MAXITER)
     ends = [polish(q0[s], c0[s]) for s in range(2 * STARTS)]
     losses = np.array([e[2] for e in ends])

@@ -94,7 +94,8 @@ def test_linear_population_reaches_gamma_r_float64(instance):
     _check_linear(res, cov, lam, N_LINEAR, jnp.float64)
 
 
-@settings(max_examples=5, derandomize=True)
+# 3 fixed instances (one compile, ~3 s of training each); the slow any-d twin draws 40.
+@settings(max_examples=3, derandomize=True)
 @given(instance=covariances(min_d=4, max_d=4))
 def test_linear_population_reaches_gamma_r_float32(instance):
     cov, lam, _ = instance
@@ -166,7 +167,10 @@ def test_parity_population_reaches_r_m_float64(pi):
     _check_parity(res, pi, jnp.float64)
 
 
-@settings(max_examples=3, derandomize=True)
+# 2 random π (one compile; then ~5 s each: 6000 steps and the assessment); the fixed π =
+# (0.5, 0.3, 0.2) reaches Theorem C in float32 in tests/test_parity_training.py, and the slow
+# float64 twin above draws 3 more.
+@settings(max_examples=2, derandomize=True)
 @given(pi=importances())
 def test_parity_population_reaches_r_m_float32(pi):
     with jax.enable_x64(False):

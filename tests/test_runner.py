@@ -1,8 +1,8 @@
 """``train(..., progress=True)`` runs in chunks with a progress bar and gives the numbers of
-the one-shot program to rounding (XLA may fuse a 45-step scan and three 15-step scans
-differently; the sweep engine's bitwise resume compares chunked with chunked).  The tests run
-in float32, the dtype users run: 45 Adam steps of a few float32 roundings each drift by a few
-1e-6 relative (measured 1.9e-6); float64 bounds are kept for a run with x64 on."""
+the one-shot program to rounding (XLA may fuse a 45-step scan and the bar's fifteen 3-step
+scans differently; the sweep engine's bitwise resume compares chunked with chunked).  The tests
+run in float32, the dtype users run: 45 Adam steps of a few float32 roundings each drift by a
+few 1e-6 relative (measured 1.9e-6); float64 bounds are kept for a run with x64 on."""
 
 import pytest
 

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -77,6 +78,23 @@ def _cli(*args, **kwargs):
     return run_cli(*args, **kwargs)
 
 
+def _main(capsys, *argv):
+    """``iclsim *argv`` in this process (the CLI's own code path, without a JAX start-up per
+    call): exit status, stdout and stderr as a subprocess would give them.  A Python warning on
+    the way fails the test (a real process would print it on stderr).  test_cli_errors checks
+    the one-line contract through a real process too."""
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exc:  # argparse: --help
+            code = exc.code
+    captured = capsys.readouterr()
+    assert not caught, [str(w.message) for w in caught]
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+
 def _config(path, *overrides):
     return cli.load_config(path, overrides)[1]
 
@@ -115,23 +133,24 @@ def test_overrides_are_typed(sweep_file):
     assert apply_overrides({}, ["a.b=word"]) == {"a": {"b": "word"}}
 
 
-def test_cli_error_is_one_line_and_exit_2(sweep_file):
-    proc = _cli("run", str(sweep_file), "--set", "train.steps=-5")
+def test_cli_error_is_one_line_and_exit_2(sweep_file, capsys):
+    proc = _main(capsys, "run", str(sweep_file), "--set", "train.steps=-5")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "iclsim: error: train.steps: -5 is out of range; allowed [1, 10000000]"
     ]
-    missing = _cli("run", "no/such/file.toml")
+    missing = _main(capsys, "run", "no/such/file.toml")
     assert missing.returncode == 2 and "no such sweep file" in missing.stderr
 
 
-def test_cli_help_lists_commands():
-    proc = _cli("--help")
+def test_cli_help_lists_commands(capsys):
+    proc = _main(capsys, "--help")
     assert proc.returncode == 0
     for word in ("run", "show", "plot", "keys"):
         assert word in proc.stdout
-    keys = _cli("keys")
+    keys = _main(capsys, "keys")
+    assert keys.returncode == 0
     assert "train.chunk_steps" in keys.stdout and "axes.rank" in keys.stdout
 
 
@@ -147,10 +166,12 @@ def test_every_preset_parses():
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """An uninterrupted run of the small sweep (module-scoped: reused by several tests)."""
+    """An uninterrupted run of the small sweep (module-scoped: reused by several tests), its
+    6 runs in three groups of 2 (one static shape), compiled afresh."""
     out = tmp_path_factory.mktemp("ref")
     cfg = parse(LinearSweepConfig, apply_overrides(
-        __import__("tomllib").loads(SMALL), [f"output_dir='{out}'"]))
+        __import__("tomllib").loads(SMALL), [f"output_dir='{out}'", "train.max_group_runs=2"]))
+    sweep_module._compiled.cache_clear()  # no program of an earlier test may be reused
     outcome = run_sweep(cfg, LINEAR, quiet=True)
     return cfg, outcome
 
@@ -173,15 +194,16 @@ def test_result_is_labelled_and_loads(reference):
     got = float(ds["oracle_risk"].sel(n_context=6, rank_all=2, train_label_noise=0.0,
                                       label_noise=4.0, input_noise=0.0))
     assert got == pytest.approx(want, rel=1e-12)
-    assert outcome.compiles == 1  # one program for all ranks, seeds and chunks
+    assert outcome.compiles == 1  # one program for all ranks, seeds, groups and chunks
     assert [p.suffix for p in outcome.figures] and all(p.exists() for p in outcome.figures)
 
 
-def test_show_and_plot_from_stored_result(reference, tmp_path):
+def test_show_and_plot_from_stored_result(reference, tmp_path, capsys):
     _, outcome = reference
-    proc = _cli("show", str(outcome.path))
+    proc = _main(capsys, "show", str(outcome.path))
     assert proc.returncode == 0 and "L_r" in proc.stdout
-    proc = _cli("plot", str(outcome.path / "result.nc"), "--out", str(tmp_path), "--format", "png")
+    proc = _main(capsys, "plot", str(outcome.path / "result.nc"), "--out", str(tmp_path),
+                 "--format", "png")
     assert proc.returncode == 0
     assert (tmp_path / "linear_risk_vs_label_noise.png").exists()
 
@@ -243,15 +265,12 @@ def test_sharded_equals_unsharded(tmp_path):
                                    rtol=1e-6, atol=1e-7, err_msg=name)
 
 
-def test_groups_of_same_shape_compile_once(tmp_path):
-    raw = apply_overrides(__import__("tomllib").loads(SMALL), [
-        f"output_dir='{tmp_path}'", "train.max_group_runs=2", "train.steps=20",
-    ])
-    cfg = parse(LinearSweepConfig, raw)
+def test_groups_of_same_shape_compile_once(reference):
+    """The reference's three groups (max_group_runs = 2) share one traced program."""
+    cfg, outcome = reference
     assert len(build_groups(cfg, LINEAR)) == 3  # 6 runs in groups of 2
-    sweep_module._compiled.cache_clear()  # no program of an earlier test may be reused
-    outcome = run_sweep(cfg, LINEAR, quiet=True)
     assert outcome.compiles == 1  # three groups, one chunk length: one traced program
+    assert int(outcome.dataset.attrs["compiles"]) == 1
 
 
 @pytest.mark.slow  # 24 s; test_cli_errors and test_parity_sweep check diverged runs in the default run

@@ -15,6 +15,7 @@ import pytest
 
 from iclsim.engine import trainer as T
 from iclsim.engine.evaluate import mean_and_se, risk_grid
+from iclsim.engine.sweep import strong_init
 
 # The trainer's mechanics (schedules, masks, tail average, monotone steps) against closed forms
 # at float64 round-off; what users run in float32 is covered by the sweep and convergence tests.
@@ -238,18 +239,18 @@ def test_lbfgs_reaches_the_minimiser_and_stays_there():
 def test_monotone_rejects_steps_that_raise_the_objective():
     """SGD with lr above 2/a_max diverges; under ``monotone`` the loss never rises."""
     diverging = _quadratic_trainer(optax.sgd(2.5), 12)
-    guarded = _quadratic_trainer(T.monotone(optax.sgd(2.5)), 12)
-    stuck = _quadratic_trainer(T.monotone(optax.sgd(5.0)), 12)  # its first step already raises
-    small = _quadratic_trainer(T.monotone(optax.sgd(0.4)), 12)
     _, m_div = jax.jit(diverging.train)(jax.random.key(0), {}, DATA)
-    _, m_guard = jax.jit(guarded.train)(jax.random.key(0), {}, DATA)
-    p_stuck, _ = jax.jit(stuck.train)(jax.random.key(0), {}, DATA)
-    p_small, _ = jax.jit(small.train)(jax.random.key(0), {}, DATA)
+    # The three guarded runs in one program (the learning rate is a traced per-run value):
+    # 2.5 as above, 5.0 (its first step already raises), 0.4 (every step lowers the loss).
+    guarded = _quadratic_trainer(lambda hyper: T.monotone(optax.sgd(hyper["lr"])), 12)
+    keys = jax.random.split(jax.random.key(0), 3)
+    params, metrics = jax.jit(jax.vmap(guarded.train, in_axes=(0, 0, None)))(
+        keys, {"lr": jnp.asarray([2.5, 5.0, 0.4])}, DATA)
+    m_guard, p_stuck, p_small = metrics["loss"][0], params["weights"][1], params["weights"][2]
     assert m_div["loss"][-1] > 10 * m_div["loss"][0]
-    assert np.all(np.diff(np.asarray(m_guard["loss"])) <= 0.0)
-    np.testing.assert_array_equal(np.asarray(p_stuck["weights"]), W0)
-    np.testing.assert_allclose(np.asarray(p_small["weights"]), _gd_closed_form([0.4] * 12),
-                               rtol=1e-12)
+    assert np.all(np.diff(np.asarray(m_guard)) <= 0.0)
+    np.testing.assert_array_equal(np.asarray(p_stuck), W0)
+    np.testing.assert_allclose(np.asarray(p_small), _gd_closed_form([0.4] * 12), rtol=1e-12)
 
 
 # --------------------------------------------------------------------------------------
@@ -269,13 +270,16 @@ def test_three_chunks_equal_one_run_bitwise():
     hyper = {"lr": jnp.asarray(0.05)}
     key = jax.random.key(7)
     run = jax.jit(trainer.run, static_argnums=3)
-    init = jax.jit(trainer.init)
+    # strongly typed state leaves, as the sweep engine makes them: a state restored from host
+    # memory then has the types of the device one, and reuses its chunk program
+    init = jax.jit(strong_init(trainer.init))
     once, once_loss = run(init(key, hyper, DATA), hyper, DATA, steps)
     state = init(key, hyper, DATA)
-    losses = []
+    losses, states = [], []
     for _ in range(3):
         state, chunk = run(state, hyper, DATA, steps // 3)
         losses.append(chunk)
+        states.append(state)
     for a, b in zip(jax.tree_util.tree_leaves(state.opt_state),
                     jax.tree_util.tree_leaves(once.opt_state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -287,13 +291,13 @@ def test_three_chunks_equal_one_run_bitwise():
     whole, metrics = jax.jit(trainer.train)(key, hyper, DATA)
     np.testing.assert_allclose(np.asarray(whole["weights"]), np.asarray(chunked["weights"]),
                                rtol=1e-12)
-    # Through host memory (a checkpoint) and back: bitwise the same.
-    state = init(key, hyper, DATA)
-    state, _ = run(state, hyper, DATA, 8)
+    # Through host memory (a checkpoint after the first chunk) and back: bitwise the same.
     host = jax.tree_util.tree_map(
         lambda a: a if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else np.asarray(a),
-        state)
-    host, _ = run(jax.tree_util.tree_map(jnp.asarray, host), hyper, DATA, 16)
+        states[0])
+    host = jax.tree_util.tree_map(jnp.asarray, host)
+    for _ in range(2):
+        host, _ = run(host, hyper, DATA, steps // 3)
     np.testing.assert_array_equal(np.asarray(trainer.averaged_params(host)["weights"]),
                                   np.asarray(chunked["weights"]))
 
