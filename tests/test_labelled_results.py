@@ -57,9 +57,12 @@ def test_linear_result_labelled_by_rank_and_seed():
 
 def test_parity_result_labelled_by_heads_and_seed():
     pi, n = [0.5, 0.3, 0.2], 8
+    # Adam alone on the exact loss (no L-BFGS finish: a smaller program to compile) reaches
+    # R_m to ~2e-5 relative in 400 steps; its verdicts are not_converged (that is the
+    # finish's certificate, the subject of test_parity_training and
+    # test_population_convergence): what is checked here is where each labelled run lands.
     res = parity.train(jax.random.key(0), pi, n, 2, [1, 2], seeds=2, mode="population",
-                       steps=200, eval_prompts=256)
-    assert res.verdict == ["optimum_reached"] * 4  # population mode, Theorem C's optimum
+                       steps=400, eval_prompts=256, lbfgs_fraction=0.0)
     ds = res.to_xarray()
     assert ds.risk.dims == ("heads", "seed") and ds.block_mass.dims[-2:] == ("head", "block")
     np.testing.assert_allclose(ds.optimal_risk.values,
@@ -69,6 +72,9 @@ def test_parity_result_labelled_by_heads_and_seed():
             (i,) = np.flatnonzero((res.heads == m) & (res.seed == s))
             assert ds.verdict.sel(heads=m, seed=s).item() == res.verdict[i]
             np.testing.assert_array_equal(ds.risk.sel(heads=m, seed=s).values, res.risk[i])
+            # each labelled risk is the oracle's R_m (R_1 = 0.56, R_2 = 0.32: far apart)
+            np.testing.assert_allclose(ds.risk.sel(heads=m, seed=s).values,
+                                       parity.optimal_risk(pi, n, m), rtol=1e-3)
             # the first m heads cover the top-m blocks (Theorem C)
             blocks = np.argmax(ds.block_mass.sel(heads=m, seed=s).values[:m], axis=1)
             assert sorted(blocks.tolist()) == list(range(m))

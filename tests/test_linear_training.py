@@ -30,79 +30,62 @@ def _data(cov):
 
 
 @pytest.fixture(scope="module")
-def mc_static():
-    """One static shape for the two identity tests below: their jitted one-run program
-    (``jax.jit(trainer.train)``) is compiled once and shared.  10 steps: the identities are
-    exact whatever the length, and the eager (``jax.disable_jit``) run costs ~0.4 s a step."""
-    return TrainStatic(d=3, n_context=5, r_max=3, mode="monte_carlo", steps=10, batch=16)
+def mc_batched():
+    """Three Monte Carlo runs (ranks 1, 2, 3; float64) trained by one vmapped, jitted program:
+    the reference of the two identity tests below.  4 steps: the identities are exact whatever
+    the length, and an eager run costs ~0.1 s a step after compiling each primitive once."""
+    with jax.enable_x64(True):
+        static = TrainStatic(d=3, n_context=5, r_max=3, mode="monte_carlo", steps=4, batch=16)
+        trainer = linear_trainer(static)
+        hyper = _hyper([1, 2, 3])
+        keys = jax.random.split(jax.random.key(0), 3)
+        batched = jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))(
+            keys, hyper, _data(COV3))
+    return trainer, keys, hyper, batched
 
 
 @pytest.mark.float64  # float64 round-off bounds (float32 twin: test_population_convergence)
-def test_vmapped_runs_equal_one_at_a_time_and_jit_equals_no_jit(mc_static):
-    trainer = linear_trainer(mc_static)
-    ranks = [1, 2, 3]
-    hyper = _hyper(ranks)
-    keys = jax.random.split(jax.random.key(0), 3)
-    batched, m_batched = jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))(
-        keys, hyper, _data(COV3)
-    )
-    for i in range(3):
-        one_hyper = jax.tree_util.tree_map(lambda a: a[i], hyper)
-        single, m_single = jax.jit(trainer.train)(keys[i], one_hyper, _data(COV3))
-        jax.tree_util.tree_map(
-            lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-9, atol=1e-12),
-            batched, single,
-        )
-        np.testing.assert_allclose(m_batched["loss"][i], m_single["loss"], rtol=1e-9)
+def test_vmapped_runs_equal_one_at_a_time_and_jit_equals_no_jit(mc_batched):
+    """Run 1 of the vmapped, jitted program is that run trained alone and eagerly
+    (``jax.disable_jit``), to float64 rounding; every run alone, jitted: the test below."""
+    trainer, keys, hyper, (batched, m_batched) = mc_batched
+    one_hyper = jax.tree_util.tree_map(lambda a: a[1], hyper)
     with jax.disable_jit():
-        eager, _ = trainer.train(keys[1], jax.tree_util.tree_map(lambda a: a[1], hyper), _data(COV3))
+        single, m_single = trainer.train(keys[1], one_hyper, _data(COV3))
     jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-9, atol=1e-12), batched, eager
+        lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-9, atol=1e-12), batched, single
     )
+    np.testing.assert_allclose(m_batched["loss"][1], m_single["loss"], rtol=1e-9)
 
 
 @pytest.mark.float64  # float64 round-off bounds (float32 twin: test_population_convergence)
-def test_chunked_run_equals_one_run(mc_static):
+def test_chunked_run_equals_one_run(mc_batched):
     """Chunks continue exactly where they stopped (same data keys, same schedule).
 
-    Different chunkings compile to different XLA programs, so agreement is to
-    rounding (1e-12); the same chunking after a host round trip is bitwise equal.
-    Two chunks of 5 of the 10 steps: one chunk program serves both checks.
+    Each run of the reference, alone, in two jitted chunks of 2 of its 4 steps: another XLA
+    program (one run, not vmapped), so agreement is to rounding (1e-12); the same chunking
+    after a host round trip is bitwise equal.  One chunk program serves every check.
     """
-    trainer = linear_trainer(mc_static)
-    hyper = jax.tree_util.tree_map(lambda a: a[1], _hyper([1, 2]))
-    key = jax.random.key(3)
-    whole, _ = jax.jit(trainer.train)(key, hyper, _data(COV3))
+    trainer, keys, hyper, (batched, m_batched) = mc_batched
     run = jax.jit(trainer.run, static_argnums=3)
-    state = trainer.init(key, hyper, _data(COV3))
-    state, _ = run(state, hyper, _data(COV3), 5)
-    first = state
-    uninterrupted, _ = run(state, hyper, _data(COV3), 5)
-    chunked = trainer.averaged_params(uninterrupted)
-    jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14), whole, chunked
-    )
-    # Resume: stop after the first chunk, move the state through host memory, continue.
+    for i in range(3):
+        one = jax.tree_util.tree_map(lambda a: a[i], hyper)
+        state = trainer.init(keys[i], one, _data(COV3))
+        first, loss_1 = run(state, one, _data(COV3), 2)
+        uninterrupted, loss_2 = run(first, one, _data(COV3), 2)
+        chunked = trainer.averaged_params(uninterrupted)
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-12, atol=1e-14),
+            batched, chunked,
+        )
+        np.testing.assert_allclose(np.concatenate([loss_1, loss_2]), m_batched["loss"][i],
+                                   rtol=1e-12)
+    # Resume (run 2): stop after the first chunk, move the state through host memory, continue.
     restored = jax.tree_util.tree_map(
         lambda a: a if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
         else jnp.asarray(np.asarray(a)), first)
-    resumed, _ = run(restored, hyper, _data(COV3), 5)
+    resumed, _ = run(restored, one, _data(COV3), 2)
     jax.tree_util.tree_map(np.testing.assert_array_equal, uninterrupted.params, resumed.params)
-
-
-def test_one_compile_for_all_ranks_and_learning_rates():
-    cov = np.diag(CANONICAL_LAMBDA[:4])
-    before = trace_count()
-    # steps = 23 appears in no other test: this static shape is compiled here, exactly once.
-    # (Monte Carlo with the statistic sampler: rank and learning rate are traced in every mode,
-    # and this program compiles in a third of the time of a population one with its L-BFGS.)
-    common = {"steps": 23, "batch": 8, "eval_prompts": 64, "r_max": 4, "mode": "monte_carlo",
-              "loo": False, "sampler": "statistic", "adam_b1": 0.9, "average_tail": 0.0}
-    linear.train(jax.random.key(0), cov, 10, [1, 2], learning_rate=0.01, **common)
-    middle = trace_count()
-    linear.train(jax.random.key(1), cov, 10, [3, 4], learning_rate=0.03, **common)
-    assert middle - before == 1
-    assert trace_count() == middle  # same static shape: no new trace
 
 
 def _canonical_population(steps, **kwargs):
@@ -177,16 +160,38 @@ def test_relative_gradient_is_scale_free_and_zero_at_the_optimum():
     np.testing.assert_allclose(relative_gradient(scaled, c * COV3, n)[0], rho, rtol=1e-10)
 
 
-#: Monte Carlo training of the block LSA on d = 3 (one static shape and one evaluation
-#: program, shared by the two tests below).
+#: Monte Carlo training of the block LSA on d = 3: one static shape (steps = 1500 with
+#: batch = 128 appears in no other test) and one evaluation program for the runs below.
 MC_SMALL = {"mode": "monte_carlo", "parametrization": "block", "steps": 1500, "batch": 128,
             "init_scale": 0.3, "eval_prompts": 50000, "loo": False, "sampler": "statistic",
             "adam_b1": 0.9, "average_tail": 0.0}
 
 
-def test_monte_carlo_mode_reaches_optimum_small():
+@pytest.fixture(scope="module")
+def mc_small():
+    """Two calls of ``linear.train`` with the static shape MC_SMALL: ranks 1, 2, 3 at learning
+    rate 0.02, then ranks 3, 1, 2 at 1e30 (finite in float32: the weights overflow); and how
+    many times the trainer was traced by each call."""
+    before = trace_count()
+    trained = linear.train(jax.random.key(1), COV3, 10, [1, 2, 3], learning_rate=0.02,
+                           **MC_SMALL)
+    middle = trace_count()
+    diverged = linear.train(jax.random.key(0), COV3, 10, [3, 1, 2], learning_rate=1e30,
+                            **MC_SMALL)
+    return trained, diverged, middle - before, trace_count() - middle
+
+
+def test_one_compile_for_all_ranks_and_learning_rates(mc_small):
+    """The first call compiles this static shape exactly once for its three ranks; the second
+    (other ranks per run, another learning rate: traced values) traces nothing new."""
+    _, _, first, second = mc_small
+    assert first == 1
+    assert second == 0  # same static shape: no new trace
+
+
+def test_monte_carlo_mode_reaches_optimum_small(mc_small):
     """Fresh-prompt training on d = 3: test risk within 4 SE of L_r (SE of the test set)."""
-    res = linear.train(jax.random.key(1), COV3, 10, [1, 2, 3], learning_rate=0.02, **MC_SMALL)
+    res = mc_small[0]
     opt = linear.optimal_risks(COV3, 10)
     for r, risk, se in zip(res.rank, res.test_risk, res.test_se):
         assert abs(risk - opt[r]) < 4 * se, (r, risk, opt[r], se)
@@ -228,10 +233,10 @@ def test_classify_runs():
     assert list(stuck) == [-1, 1, -1, -1, -1]
 
 
-def test_diverged_run_is_reported():
-    """A learning rate of 1e30 (finite in float32) overflows the weights: every run is
-    ``diverged`` (the program of the Monte Carlo test above, a traced learning rate)."""
-    res = linear.train(jax.random.key(0), COV3, 10, [1, 2, 3], learning_rate=1e30, **MC_SMALL)
+def test_diverged_run_is_reported(mc_small):
+    """A learning rate of 1e30 overflows the weights: every run is ``diverged``."""
+    res = mc_small[1]
+    assert list(res.rank) == [3, 1, 2]
     assert res.verdict == ["diverged"] * 3
 
 

@@ -111,10 +111,11 @@ def test_progressive_freezes_earlier_heads_exactly():
 
 def test_vmapped_runs_equal_single_runs():
     """A vmapped group of runs (``train_runs``, as ``pt.train`` trains) gives the same parameters
-    as each run alone."""
+    as each run alone (each run its own key, learning rate and head count)."""
     trainer = pt.parity_trainer(MC_STATIC)
     data = {"pi": jnp.asarray(PI, jnp.result_type(float))}
-    hyper = _hyper([1, 2, 3], lr=0.05)
+    hyper = {**_hyper([1, 2, 3]), "learning_rate": jnp.asarray([0.03, 0.05, 0.08],
+                                                                jnp.result_type(float))}
     keys = jax.random.split(jax.random.key(1), 3)
     batched, _ = train_runs(trainer, keys, hyper, data)
     single = jax.jit(trainer.train)

@@ -94,8 +94,9 @@ def test_linear_population_reaches_gamma_r_float64(instance):
     _check_linear(res, cov, lam, N_LINEAR, jnp.float64)
 
 
-# 3 fixed instances (one compile, ~3 s of training each); the slow any-d twin draws 40.
-@settings(max_examples=3, derandomize=True)
+# 2 fixed instances (one compile, ~3 s of training each; the first draw has λ3/λ4 = 1.001);
+# the slow twins draw 5 more (float64, d = 4) and 40 (any d, float32 or float64).
+@settings(max_examples=2, derandomize=True)
 @given(instance=covariances(min_d=4, max_d=4))
 def test_linear_population_reaches_gamma_r_float32(instance):
     cov, lam, _ = instance

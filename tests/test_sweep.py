@@ -167,10 +167,13 @@ def test_every_preset_parses():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run of the small sweep (module-scoped: reused by several tests), its
-    6 runs in three groups of 2 (one static shape), compiled afresh."""
+    6 runs in three groups of 2 (one static shape), compiled afresh.  No figure files: the
+    plot test below draws them from the stored result, and test_config_keys checks that a
+    sweep draws the formats its figures.formats asks for."""
     out = tmp_path_factory.mktemp("ref")
     cfg = parse(LinearSweepConfig, apply_overrides(
-        __import__("tomllib").loads(SMALL), [f"output_dir='{out}'", "train.max_group_runs=2"]))
+        __import__("tomllib").loads(SMALL), [f"output_dir='{out}'", "train.max_group_runs=2",
+                                            "figures.formats=[]"]))
     sweep_module._compiled.cache_clear()  # no program of an earlier test may be reused
     outcome = run_sweep(cfg, LINEAR, quiet=True)
     return cfg, outcome
@@ -195,7 +198,7 @@ def test_result_is_labelled_and_loads(reference):
                                       label_noise=4.0, input_noise=0.0))
     assert got == pytest.approx(want, rel=1e-12)
     assert outcome.compiles == 1  # one program for all ranks, seeds, groups and chunks
-    assert [p.suffix for p in outcome.figures] and all(p.exists() for p in outcome.figures)
+    assert outcome.figures == [] and not list(outcome.path.glob("*.png"))  # none asked for
 
 
 def test_show_and_plot_from_stored_result(reference, tmp_path, capsys):

@@ -287,10 +287,8 @@ def test_three_chunks_equal_one_run_bitwise():
     np.testing.assert_array_equal(np.asarray(chunked["weights"]),
                                   np.asarray(trainer.averaged_params(once)["weights"]))
     np.testing.assert_array_equal(np.concatenate(losses), np.asarray(once_loss))
-    # train (one program) agrees; unbatched it is even bitwise here.
-    whole, metrics = jax.jit(trainer.train)(key, hyper, DATA)
-    np.testing.assert_allclose(np.asarray(whole["weights"]), np.asarray(chunked["weights"]),
-                               rtol=1e-12)
+    # (``train``, init + run + average in one program, is checked against step-by-step
+    # iterates and closed forms above, and with switch_at and L-BFGS: no third program here.)
     # Through host memory (a checkpoint after the first chunk) and back: bitwise the same.
     host = jax.tree_util.tree_map(
         lambda a: a if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else np.asarray(a),
