@@ -96,12 +96,26 @@ def covariances(draw, min_d=1, max_d=6):
 
 FAULTS = Path(__file__).with_name("fault_injection.py")
 
+#: XLA flag of the CLI subprocesses the tests start: LLVM at -O0 compiles their programs ~3x
+#: faster (the tiny sweeps there are compile-bound).  Their subject is the process contract
+#: (exit status, one-line errors, the files written, a resumed or multi-host run bitwise equal
+#: to an uninterrupted one started with the same flags), not accuracy: the trained numbers are
+#: checked against the oracles by in-process tests, compiled as users compile them.
+CLI_TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
+
+
+def cli_test_env(env: dict) -> dict:
+    """``env`` with :data:`CLI_TEST_XLA_FLAG` appended to its ``XLA_FLAGS``."""
+    flags = " ".join(f for f in (env.get("XLA_FLAGS", ""), CLI_TEST_XLA_FLAG) if f)
+    return {**env, "XLA_FLAGS": flags}
+
 
 def run_cli(*args, env=None, cache=None, kill_after_checkpoints=0, timeout=600):
-    """The ``iclsim`` CLI in a subprocess; ``kill_after_checkpoints`` > 0 SIGKILLs it after that
-    many chunk checkpoints (injected from outside the product, tests/fault_injection.py);
-    ``cache``: a persistent XLA compilation cache folder shared by the subprocesses."""
-    full_env = dict(os.environ, **(env or {}))
+    """The ``iclsim`` CLI in a subprocess (:func:`cli_test_env`); ``kill_after_checkpoints`` > 0
+    SIGKILLs it after that many chunk checkpoints (injected from outside the product,
+    tests/fault_injection.py); ``cache``: a persistent XLA compilation cache folder shared by
+    the subprocesses."""
+    full_env = cli_test_env(dict(os.environ, **(env or {})))
     if cache is not None:
         full_env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
         full_env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

@@ -451,16 +451,22 @@ def gradient_norm(params, pi, n_context, k, *, distractor_bits=0):
     """
     w = params["weights"]
     dtype = w["readout"].dtype
-    cfg = pm.ParityConfig(len(pi), k, distractor_bits, w["readout"].shape[-1])
-    pi_j = jnp.asarray(pi, dtype)
+    cfg = pm.ParityConfig(len(pi), int(k), int(distractor_bits), w["readout"].shape[-1])
+    return np.asarray(_gradient_norms(params, jnp.asarray(pi, dtype), cfg=cfg,
+                                      n_context=int(n_context)), float)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "n_context"))
+def _gradient_norms(params, pi, *, cfg, n_context):
+    """One compiled program per static shape (cached across calls and groups)."""
 
     def one(run_params):
         def objective(weights):
-            return pm.population_loss({**run_params, "weights": weights}, cfg, pi_j, n_context)
+            return pm.population_loss({**run_params, "weights": weights}, cfg, pi, n_context)
 
         return optax.tree.norm(jax.grad(objective)(run_params["weights"]))
 
-    return np.asarray(jax.jit(jax.vmap(one))(params), float)
+    return jax.vmap(one)(params)
 
 
 def assess_runs(params, loss, pi, n_context, k, heads, *, distractor_bits, eval_key, eval_prompts,
