@@ -1,8 +1,17 @@
-"""Shared test set-up: JAX dtype per test, hypothesis profiles and strategies.
+"""Shared test set-up: JAX dtype per test, XLA's compile level, hypothesis profiles and
+strategies.
 
 In-process tests run in float32, the dtype users run (JAX's default).  A test (or a whole
 module, ``pytestmark = pytest.mark.float64``) that checks float64 identities says so with the
 ``float64`` marker; it then runs inside ``jax.enable_x64(True)``.
+
+The suite's processes (this one, the CLI subprocesses the tests start) compile with LLVM at
+-O0 (:data:`QUICK_XLA_FLAG`): the same XLA programs after the same HLO passes, machine code
+compiled ~3x faster and run a little slower; most tests here are compile-bound.  What users
+run is XLA's default level: ``tests/test_compile_level.py`` trains the same runs at both
+levels and finds the same numbers to float rounding.  ``XLA_FLAGS`` that already set
+``--xla_backend_optimization_level`` win (``XLA_FLAGS=--xla_backend_optimization_level=2
+python -m pytest`` runs the whole suite at the default level).
 """
 
 import os
@@ -10,7 +19,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
+#: LLVM optimisation level of the suite's processes (see the module docstring).
+QUICK_XLA_FLAG = "--xla_backend_optimization_level=0"
+
+
+def quick_compile_env(env: dict) -> dict:
+    """``env`` with :data:`QUICK_XLA_FLAG` appended to ``XLA_FLAGS``, unless ``XLA_FLAGS``
+    already sets the level."""
+    flags = env.get("XLA_FLAGS", "")
+    if "--xla_backend_optimization_level" in flags:
+        return dict(env)
+    return {**env, "XLA_FLAGS": " ".join(f for f in (flags, QUICK_XLA_FLAG) if f)}
+
+
+# Before JAX creates its CPU client, which reads XLA_FLAGS once per process.
+os.environ.update(quick_compile_env(dict(os.environ)))
+
+import jax  # noqa: E402
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -96,26 +121,13 @@ def covariances(draw, min_d=1, max_d=6):
 
 FAULTS = Path(__file__).with_name("fault_injection.py")
 
-#: XLA flag of the CLI subprocesses the tests start: LLVM at -O0 compiles their programs ~3x
-#: faster (the tiny sweeps there are compile-bound).  Their subject is the process contract
-#: (exit status, one-line errors, the files written, a resumed or multi-host run bitwise equal
-#: to an uninterrupted one started with the same flags), not accuracy: the trained numbers are
-#: checked against the oracles by in-process tests, compiled as users compile them.
-CLI_TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
-
-
-def cli_test_env(env: dict) -> dict:
-    """``env`` with :data:`CLI_TEST_XLA_FLAG` appended to its ``XLA_FLAGS``."""
-    flags = " ".join(f for f in (env.get("XLA_FLAGS", ""), CLI_TEST_XLA_FLAG) if f)
-    return {**env, "XLA_FLAGS": flags}
-
 
 def run_cli(*args, env=None, cache=None, kill_after_checkpoints=0, timeout=600):
-    """The ``iclsim`` CLI in a subprocess (:func:`cli_test_env`); ``kill_after_checkpoints`` > 0
-    SIGKILLs it after that many chunk checkpoints (injected from outside the product,
-    tests/fault_injection.py); ``cache``: a persistent XLA compilation cache folder shared by
-    the subprocesses."""
-    full_env = cli_test_env(dict(os.environ, **(env or {})))
+    """The ``iclsim`` CLI in a subprocess (:func:`quick_compile_env`);
+    ``kill_after_checkpoints`` > 0 SIGKILLs it after that many chunk checkpoints (injected from
+    outside the product, tests/fault_injection.py); ``cache``: a persistent XLA compilation
+    cache folder shared by the subprocesses."""
+    full_env = quick_compile_env(dict(os.environ, **(env or {})))
     if cache is not None:
         full_env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
         full_env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

@@ -15,7 +15,7 @@ import pytest
 
 from iclsim import cli
 from iclsim.engine import store
-from conftest import FAULTS, cli_test_env
+from conftest import FAULTS, quick_compile_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT / "sweeps" / "quickstart.toml"
@@ -44,7 +44,7 @@ def _env(devices: int, **extra) -> dict:
            if k not in SETUP_ENV and not k.startswith("SLURM_")}
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     env.update(extra)
-    return cli_test_env(env)
+    return quick_compile_env(env)
 
 
 def _free_port() -> int:
