@@ -599,7 +599,7 @@ def _finish(cfg, setting, out: Path, suffix: str, code: str, record, resolved, s
     name = "result.nc" if jax.process_count() == 1 else f"result.{suffix}.nc"
     store.save_dataset(out / name, ds)
     figures, figure_error = [], ""
-    if pid == 0 and jax.process_count() == 1:
+    if pid == 0 and jax.process_count() == 1 and cfg.figures.formats:  # none asked: none drawn
         try:
             figures = setting.figures(ds, out, tuple(cfg.figures.formats))
         except Exception as exc:  # a figure bug must not lose or hide the stored result

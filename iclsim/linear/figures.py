@@ -34,6 +34,7 @@ the theory lines between the stored grid points are exact.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -395,7 +396,9 @@ def trailing_mean(loss, steps, *, trail=_TRAIL):
         sel = (steps > (1.0 - trail) * t) & (steps <= t)
         part = loss[..., sel]
         count = np.sum(np.isfinite(part), axis=-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        # all-NaN slices (diverged runs, masked) give NaN, as documented: not a warning
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean[..., k] = np.nanmean(part, axis=-1) if part.shape[-1] else np.nan
             if part.shape[-1] > 1:
                 sd = np.nanstd(part, axis=-1, ddof=1)
@@ -445,7 +448,8 @@ def training_curves(ds, out_dir, formats):
             return [(f"r = {r}", np.maximum(np.abs(excess), 0.1 * resolution), None,
                      dict(lw=1.1))]
         mean, se = trailing_mean(runs, steps)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a rank whose seeds all diverged
             seed_mean = np.nanmean(mean, axis=0)
         # the one error of a seed-mean; a single window has no SE of its own (taken as 0)
         seed_se = A.seed_mean_error(mean, np.nan_to_num(se), axis=0,

@@ -503,7 +503,9 @@ def summary(ds) -> str:
                 theory = float(ds["oracle_risk"].sel(**at, rank_all=r, **lvl))
                 mean = float(np.mean(sim)) if sim.size else float("nan")
                 noisy.append(f"{mean:.4f}/{theory:.4f} ({mean - theory:+.4f})")
-                if exact:
+                if exact and not sim.size:  # every seed diverged: nothing to cross-check
+                    mcs.append("nan (no finite run)")
+                elif exact:
                     mc = cell["eval_risk_mc"].sel(**lvl).values[good]
                     se = cell["eval_se"].sel(**lvl).values[good]
                     z = (mc - sim) / se
