@@ -6,7 +6,7 @@ The default level runs in a subprocess (XLA reads ``XLA_FLAGS`` once per process
 one in this process.  Measured (2 CPU cores, float32): exact risks equal to 2e-12 relative,
 trained Γ to 1.1e-6 (max |ΔΓ| against max |Γ| = 1.08, after L-BFGS), the Monte Carlo test risk
 to 1.1e-7 relative, parity's exact loss to 4e-10; verdicts identical.  The tolerances below
-are 10-100x those, and far below what a changed run would give (another key: ~1e-2).
+are at least 10x those, and far below what another run gives (checked in the test).
 """
 
 import json
