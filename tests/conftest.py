@@ -123,11 +123,11 @@ FAULTS = Path(__file__).with_name("fault_injection.py")
 
 
 def run_cli(*args, env=None, cache=None, kill_after_checkpoints=0, timeout=600):
-    """The ``iclsim`` CLI in a subprocess (:func:`quick_compile_env`);
+    """The ``iclsim`` CLI in a subprocess (compiled as this process: :data:`QUICK_XLA_FLAG`);
     ``kill_after_checkpoints`` > 0 SIGKILLs it after that many chunk checkpoints (injected from
     outside the product, tests/fault_injection.py); ``cache``: a persistent XLA compilation
     cache folder shared by the subprocesses."""
-    full_env = quick_compile_env(dict(os.environ, **(env or {})))
+    full_env = dict(os.environ, **(env or {}))
     if cache is not None:
         full_env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
         full_env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import FAULTS, quick_compile_env, result_folder, run_cli
+from conftest import FAULTS, result_folder, run_cli
 from iclsim import cli
 from iclsim.engine import store
 
@@ -139,8 +139,8 @@ def _reference(sweep, root, cache, extra=()):
 
 def _interrupt_at(sweep, out, phase, cache, extra=()):
     """The CLI, sent SIGINT (what Ctrl-C sends) by tests/fault_injection.py at ``phase``."""
-    env = quick_compile_env(dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
-                            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0"))
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     # Expected: ~10-25 s each on 2 CPU cores with the compilation cache warm; 300 s is a guard.
     proc = subprocess.run([sys.executable, str(FAULTS), f"int@{phase}", "--", "run", str(sweep),
                            "--out", str(out), *extra], capture_output=True, text=True, env=env,

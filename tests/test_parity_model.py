@@ -26,23 +26,16 @@ N = 5
 B = 8000
 D = len(PI) * K_DEG + D0
 
-#: Compiler options of this module's own programs: LLVM at -O0 compiles them ~6x faster (the
-#: sampler: 6 s -> 1 s on CPU) and runs them ~3x slower, which these small programs do not
-#: notice.  XLA's graph passes still run; no comparison here is across optimisation levels.
-QUICK = {"xla_backend_optimization_level": 0}
-
 # The sampler is compiled once per static configuration (compiling costs seconds on
 # CPU, eager dispatch more), so every test draws from the same two programs:
 # a concrete zero noise level, and traced noise levels.
 _sample_clean = jax.jit(
     lambda key: parity.sample_prompts(key, PI, N, K_DEG, B, distractor_bits=D0),
-    compiler_options=QUICK,
 )
 _sample_noisy = jax.jit(
     lambda key, p, q: parity.sample_prompts(
         key, PI, N, K_DEG, B, distractor_bits=D0, label_flip=p, bit_flip=q
     ),
-    compiler_options=QUICK,
 )
 
 
@@ -127,7 +120,6 @@ def test_concrete_noise_matches_traced_and_zero_draws_nothing():
         lambda key: parity.sample_prompts(
             key, PI, N, K_DEG, B, distractor_bits=D0, label_flip=0.1, bit_flip=0.25
         ),
-        compiler_options=QUICK,
     )(key)
     for a, b in zip(concrete, _sample_noisy(key, 0.1, 0.25)):
         np.testing.assert_array_equal(a, b)
@@ -242,7 +234,7 @@ def test_padded_masked_equals_unpadded_forward_and_gradients():
     p = _prompts(3, label_flip=0.1)
     cfg_pad = pm.ParityConfig(K=3, k=K_DEG, distractor_bits=D0, m_max=m_max)
 
-    @partial(jax.jit, static_argnums=2, compiler_options=QUICK)
+    @partial(jax.jit, static_argnums=2)
     def forward_and_grads(weights, params, cfg):
         """(ŷ, ∇ empirical loss, population loss (5), ∇ (5)) in one program per shape."""
 
@@ -268,7 +260,7 @@ def test_padded_masked_equals_unpadded_forward_and_gradients():
 
 
 #: One compile per model config (N, π and μ are traced): the examples differ in their shapes.
-_population_loss = jax.jit(pm.population_loss, static_argnums=1, compiler_options=QUICK)
+_population_loss = jax.jit(pm.population_loss, static_argnums=1)
 
 
 @settings(max_examples=8)
@@ -368,7 +360,7 @@ def _stack_loss(weights, masks, p):
 
 #: Value and gradient of the stack's loss, compiled once per number of layers (op-by-op
 #: dispatch of these gradients costs more than compiling them).
-_stack_value_and_grad = jax.jit(jax.value_and_grad(_stack_loss), compiler_options=QUICK)
+_stack_value_and_grad = jax.jit(jax.value_and_grad(_stack_loss))
 
 
 def test_two_stacked_layers_run_and_differentiate():

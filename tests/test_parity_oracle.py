@@ -135,12 +135,7 @@ def _top_m(pi, k, m, d0=0):
     return pm.hard_attention(range(m), cfg)
 
 
-#: Compiler options of this module's Monte Carlo program: LLVM at -O0 compiles it ~6x faster
-#: (seconds per example on CPU) and runs it ~3x slower, which 200k prompts do not notice.
-QUICK = {"xla_backend_optimization_level": 0}
-
-
-@partial(jax.jit, static_argnames=("n", "k", "batch", "d0"), compiler_options=QUICK)
+@partial(jax.jit, static_argnames=("n", "k", "batch", "d0"))
 def _mc_chunk(key, models, pi, p, q, *, n, k, batch, d0):
     """Squared errors of each model (attention rows, readout) on the same ``batch`` prompts
     through the model's forward pass, and the prompts' task indices."""

@@ -28,10 +28,6 @@ N = 8
 #: steps=40, batch=16)`` with 3 runs builds this very static, hence the same compiled program.
 MC_STATIC = pt.ParityStatic(n_features=3, k=K_DEG, n_context=N, m_max=3, mode="monte_carlo",
                             protocol="progressive", steps=40, batch=16)
-#: Compiler options of the programs this module compiles itself (not ``pt.train``'s, and not
-#: the single runs compared with them): LLVM at -O0 compiles them several times faster and
-#: runs them ~3x slower, which these small programs do not notice.
-QUICK = {"xla_backend_optimization_level": 0}
 
 
 def _hyper(heads, lr=0.1, scale=0.1):
@@ -90,8 +86,8 @@ def test_progressive_freezes_earlier_heads_exactly():
     trainer = pt.parity_trainer(static)
     data = {"pi": jnp.asarray(PI)}
     hyper = jax.tree_util.tree_map(lambda a: a[0], _hyper([3], scale=0.0))
-    state = jax.jit(trainer.init, compiler_options=QUICK)(jax.random.key(0), hyper, data)
-    step = jax.jit(lambda s: trainer.run(s, hyper, data, 1)[0], compiler_options=QUICK)
+    state = jax.jit(trainer.init)(jax.random.key(0), hyper, data)
+    step = jax.jit(lambda s: trainer.run(s, hyper, data, 1)[0])
     logits = []
     for _ in range(static.steps):
         state = step(state)
@@ -148,8 +144,8 @@ def test_leave_one_out_loss_is_unbiased_for_population_loss():
                                     "readout": jnp.asarray(readout)}}
     data = {"pi": jnp.asarray(PI)}
     hyper = jax.tree_util.tree_map(lambda a: a[0], _hyper([2]))
-    draws = jax.jit(jax.vmap(lambda key: trainer_loss(params, key, hyper, data)),
-                    compiler_options=QUICK)(jax.random.split(jax.random.key(6), 64))
+    draws = jax.jit(jax.vmap(lambda key: trainer_loss(params, key, hyper, data)))(
+        jax.random.split(jax.random.key(6), 64))
     draws = np.asarray(draws, float)
     alpha = np.asarray(pm.attention(params), float)
     exact = oracle.population_loss(alpha, readout, PI, N, K_DEG)
