@@ -3,6 +3,7 @@ machine (two processes, two CPU devices each) against one single-process run, an
 errors of an incomplete or out-of-range set-up."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -105,11 +106,19 @@ def _result_folder(root: Path) -> Path:
     return folder
 
 
+#: What JAX's CPU collectives (Gloo) print on stdout when the processes connect: "[Gloo] Rank 0
+#: is connected to 3 peer ranks. Expected number of connected peer ranks is : 3", once per
+#: connection, written by threads of the C++ runtime, so two messages can interleave mid-line
+#: ("[Gloo] Rank 0 is connected to [Gloo] Rank 0 is connected to 3 peer ranks. ...", then
+#: "3 peer ranks. Expected ..." on a line of its own).  The summary has neither fragment.
+_GLOO = re.compile(r"^\[Gloo\]|peer ranks")
+
+
 def _summary(stdout: str) -> str:
-    """The summary table printed by run/show (up to the 'result:' line), without the lines
-    JAX's CPU collectives (Gloo) print when the processes connect."""
+    """The summary table printed by run/show (up to the 'result:' line), without what Gloo
+    prints when the processes connect (:data:`_GLOO`)."""
     lines = stdout.split("\nresult:")[0].splitlines()
-    return "\n".join(line for line in lines if not line.startswith("[Gloo]")).strip()
+    return "\n".join(line for line in lines if not _GLOO.search(line)).strip()
 
 
 #: Monte Carlo estimates on fresh prompts (the test risk and the SE of the evaluation): float32
